@@ -1,0 +1,82 @@
+"""Temporal supervised contrastive loss of TCL/STCL (TCL Eq.7 and Eq.10), global-batch negatives."""
+from __future__ import annotations
+
+import torch
+
+from distsnn.distributed import all_gather_no_grad, all_gather_with_grad, global_value, rank, world_size
+
+from ._checks import check_normalized
+
+
+def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperature: float = 0.07, *,
+                         validate: bool = True) -> torch.Tensor:
+    """SupCon over time steps (and views): every (s, i) is an anchor against the GLOBAL batch.
+
+    ``z`` ``[S, B, D]``: L2-normalised projections z_i^s of the rank-local batch (S = T for TCL;
+    S = 2T for STCL Eq.9: the T steps of both views stacked). ``labels`` ``[B]`` int64, or None.
+
+    For anchor a = (s, i): positives P(a) = {(s', j) != (s, i) : y_j = y_i} (the same image at the
+    other steps/views and every same-class image at every step); the denominator runs over all
+    (s', j) != (s, i) of the global batch (all ranks, gathered with gradient)::
+
+        l_a = -1/|P(a)| sum_{p in P(a)} log( exp(z_a.z_p/tau) / sum_{k != a} exp(z_a.z_k/tau) )
+        L   = mean over anchors a of l_a
+
+    Correspondence with TCL Eq.10: the same log-ratio, numerator and denominator (the indicator
+    "i != p or t != t'" is our p != a). Eq.10 sums over i and averages over t with 1/|P(i)|, |P(i)|
+    the number of same-class samples; as in the SupCon paper that Eq.10 follows (its L_out) we divide
+    each anchor by the number of positive pairs it actually sums, |P(a)| = S*|{j: y_j = y_i}| - 1, and
+    average over all S*N anchors (a constant 1/N factor, N the global batch, that makes lambda
+    independent of the batch size). ``labels=None`` is Eq.7: positives are the same image only, so
+    |P(a)| = S - 1 (Eq.7 sums those S - 1 terms; the mean is a constant factor 1/(S-1)).
+
+    Anchors without any positive (S = 1 and a class seen once in the global batch) are left out of
+    the mean; if no anchor has one the loss is 0 (with a graph, no NaN). ``labels=None`` with S < 2
+    is an error (no anchor could ever have a positive).
+
+    Distributed: rank r computes only its own S*B anchors against the S*W*B gathered keys, scaled so
+    that the rank mean is the global loss; the returned value is that global value on every rank
+    (one scalar all-reduce) and the rank-averaged gradients equal those of one process holding the
+    global batch. Computed in at least float32.
+    """
+    if z.dim() != 3:
+        raise ValueError(f"temporal_supcon_loss: z must be [S, B, D], got shape {list(z.shape)}")
+    s, b, d = z.shape
+    if labels is None and s < 2:
+        raise ValueError("temporal_supcon_loss: labels=None (Eq.7, positives = the same image at other steps) "
+                         f"needs S >= 2 time steps/views, got z of shape {list(z.shape)}")
+    if labels is not None and labels.shape != (b,):
+        raise ValueError(f"temporal_supcon_loss: labels must be [B] with B = {b}, got {list(labels.shape)}")
+    if validate:
+        check_normalized(z, "temporal_supcon_loss: z")
+    w, r = world_size(), rank()
+    z = z.to(torch.promote_types(z.dtype, torch.float32))  # half/bf16 -> float32; float64 stays
+    # [B, S, D]: sample-major so that rank r's anchors are a contiguous block of the gathered keys.
+    anchors = z.transpose(0, 1).reshape(b * s, d)
+    keys = all_gather_with_grad(anchors)                                  # [W*B*S, D], row (j*S + s')
+    logits = anchors @ keys.T / temperature                              # [B*S, W*B*S]
+    rows = torch.arange(b * s, device=z.device)
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[rows, r * b * s + rows] = True
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    if labels is None:
+        ids_global = torch.arange(w * b, device=z.device)
+        ids_local = ids_global[r * b:(r + 1) * b]
+    else:
+        ids_global = all_gather_no_grad(labels)
+        ids_local = labels
+    anchor_ids = ids_local.repeat_interleave(s)                          # [B*S]
+    key_ids = ids_global.repeat_interleave(s)                            # [W*B*S]
+    pos = (anchor_ids[:, None] == key_ids[None, :]) & ~self_mask
+    n_pos = pos.sum(dim=1)
+    # where() rather than a product: log_prob is -inf on the self entry.
+    per_anchor = -torch.where(pos, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+    valid = n_pos > 0
+    # Global number of anchors with a positive, from the gathered ids (identical on all ranks):
+    # sample j has S*|{k: id_k = id_j}| - 1 positives at each of its S anchors.
+    same = (ids_global[:, None] == ids_global[None, :]).sum(dim=1)
+    n_valid = s * ((s * same - 1) > 0).sum()
+    local = (per_anchor * valid).sum() * w / n_valid.clamp(min=1)
+    return global_value(local)
