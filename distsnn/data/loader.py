@@ -1,0 +1,237 @@
+"""Train and val loaders: DALI pipelines driven batch by batch, outputs as torch tensors.
+
+The loaders run the pipelines themselves (no ``DALIGenericIterator``) because the epoch has to be
+cut the same way on every rank: with ``pad_last_batch=True`` each rank runs
+``R = ceil(ceil(N/W)/B)`` batches per epoch (``sharding.py``). Train yields the first
+``floor(floor(N/W)/B)`` of them, full batches of real samples on every rank, and runs the rest
+without yielding; val yields the real samples of its fixed shard and drops the padding, so every
+val sample is seen exactly once per pass across ranks.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from distsnn.config import ConfigError
+
+from . import bad_sample, pipelines
+from .sharding import runs_per_epoch, shard_size, train_steps
+
+STATE_VERSION = 1
+
+
+class DataError(RuntimeError):
+    """A shard could not be read or decoded; the message names the shard file and sample key."""
+
+
+@dataclass
+class Batch:
+    """``views``: ``num_views`` tensors [B, 3, H, W] float32 (normalised); ``labels``: [B] int64."""
+    views: list[torch.Tensor]
+    labels: torch.Tensor
+
+
+def decode_device(data_cfg, device: torch.device) -> str:
+    """``data.decode_device`` resolved: DALI ``mixed`` (GPU JPEG decode) on a CUDA device under ``auto``."""
+    if data_cfg.decode_device == "auto":
+        return "mixed" if device.type == "cuda" else "cpu"
+    if data_cfg.decode_device == "mixed" and device.type != "cuda":
+        raise ConfigError(f"data.decode_device: 'mixed' needs a CUDA training device, got {device}")
+    return data_cfg.decode_device
+
+
+def parse_labels(cls, num_classes: int | None, n: int) -> np.ndarray:
+    """[n] int64 from the first ``n`` raw ``.cls`` samples; ``DataError`` naming shard:key if one is bad."""
+    out = np.empty(n, np.int64)
+    for j in range(n):
+        text = np.asarray(cls[j]).tobytes()
+        try:
+            out[j] = int(text.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            raise DataError(f"{cls[j].source_info()}: .cls is not an integer ({text[:20]!r})") from None
+        if num_classes is not None and not 0 <= out[j] < num_classes:
+            raise DataError(f"{cls[j].source_info()}: label {out[j]} out of range [0, {num_classes})")
+    return out
+
+
+def to_torch(tl, device: torch.device, n: int) -> torch.Tensor:
+    """A dense DALI TensorList [B, ...] -> its first ``n`` rows as a torch tensor on ``device`` (a copy)."""
+    from nvidia.dali.backend import TensorListGPU
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    t = tl.as_tensor()
+    if isinstance(tl, TensorListGPU):
+        out = torch.empty(t.shape(), dtype=torch.float32, device=device)
+        feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(device))
+    else:
+        out = torch.from_numpy(np.array(t, copy=True))
+    return out[:n].to(device, non_blocking=True)
+
+
+class _PipelineLoader:
+    """Shared driving of one DALI pipeline: build, run with error translation, convert outputs."""
+
+    def __init__(self, key, files, index, num_samples, num_classes, rank, world, batch, device,
+                 make_pipe, make_raw, prefetch, checkpoint=None):
+        if num_samples < world:
+            raise ConfigError(f"{key}: {num_samples} samples cannot be split over {world} ranks")
+        self.key, self.files, self.num_classes = key, files, num_classes
+        self.rank, self.world, self.batch, self.device = rank, world, batch, device
+        self.num_samples = num_samples
+        self._make_raw, self._prefetch = make_raw, prefetch
+        self.runs = runs_per_epoch(num_samples, world, batch)
+        self.pipe = make_pipe(checkpoint=checkpoint)
+        try:
+            self.pipe.build()
+        except RuntimeError as e:
+            raise DataError(f"{key}: DALI could not open the shards ({files[0]} ...): {e}") from e
+        got = self.pipe.reader_meta(pipelines.READER)["epoch_size"]
+        if got != num_samples:
+            raise DataError(f"{key}: the shards hold {got} samples but manifest/index say {num_samples}; "
+                            "the manifest is stale, rewrite it with launchers/make_shards.py")
+        self._ckpt = checkpoint  # DALI state before the next run: where a replay starts
+
+    def _run(self):
+        try:
+            outs = self.pipe.run()
+        except RuntimeError as e:
+            raise self._diagnose(e) from e
+        self._ckpt = self.pipe.checkpoint()
+        return outs
+
+    def _diagnose(self, err: RuntimeError) -> DataError:
+        first = str(err).strip().splitlines()
+        head = f"{self.key}: reading the shards failed on rank {self.rank}"
+        try:
+            problems = bad_sample.replay(self._make_raw, self._ckpt, self._prefetch + 2, self.num_classes)
+        except RuntimeError as e2:  # the reader itself fails, e.g. a truncated tar: its message names the file
+            return DataError(f"{head}: {' '.join(str(e2).split())[:800]}")
+        if problems:
+            return DataError(f"{head}: " + "; ".join(problems))
+        return DataError(f"{head} and the failing sample could not be isolated: {' '.join(first)[:800]}")
+
+    def _batch(self, outs, n: int) -> Batch:
+        *views, cls = outs
+        labels = parse_labels(cls, self.num_classes, n)
+        return Batch([to_torch(v, self.device, n) for v in views],
+                     torch.from_numpy(labels).to(self.device, non_blocking=True))
+
+
+class TrainLoader(_PipelineLoader):
+    """Iterating yields one epoch of ``len(self)`` batches (identical on every rank); a loop that
+    stops early resumes mid-epoch on the next ``iter``. ``state()`` between steps saves the position."""
+
+    def __init__(self, data_cfg, info, rank, world_size, seed, num_views, device, checkpoint=None):
+        B, N = data_cfg.batch_size, info.num_train
+        self.steps = train_steps(N, world_size, B)
+        if self.steps < 1:
+            raise ConfigError(f"data.batch_size: {B} exceeds the {N // world_size} train samples per rank "
+                              f"({N} samples over {world_size} ranks)")
+        self.num_views, self.epoch, self.pos = num_views, 0, 0
+        self._fingerprint = {"num_train": N, "world": world_size, "rank": rank, "batch": B, "num_views": num_views,
+                             "files": [f.rsplit("/", 1)[-1] for f in info.train_files]}
+        dali_ckpt = self._restore(checkpoint) if checkpoint is not None else None
+        dev = decode_device(data_cfg, device)
+        common = dict(batch_size=B, num_threads=data_cfg.num_threads, seed=seed + rank,
+                      device_id=(device.index or 0) if device.type == "cuda" else None)
+        args = (info.train_files, info.train_index, rank, world_size)
+
+        def make_pipe(checkpoint):
+            return pipelines.train_pipeline(*args, data_cfg.augment, data_cfg.image_size, data_cfg.shuffle_buffer,
+                                            num_views, dev, prefetch_queue_depth=data_cfg.prefetch,
+                                            checkpoint=checkpoint, **common)
+
+        def make_raw(checkpoint):
+            return pipelines.raw_pipeline(*args, True, data_cfg.shuffle_buffer, False, checkpoint=checkpoint,
+                                          **{**common, "device_id": None})
+
+        super().__init__("data.train_shards", info.train_files, info.train_index, N, info.num_classes, rank,
+                         world_size, B, device, make_pipe, make_raw, data_cfg.prefetch, dali_ckpt)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        while self.pos < self.steps:
+            batch = self._batch(self._run(), self.batch)
+            self.pos += 1
+            if self.pos == self.steps:
+                # run the padded tail now, so that state() after the last step is the next epoch's start
+                for _ in range(self.runs - self.steps):
+                    self._run()
+                self.epoch, self.pos = self.epoch + 1, 0
+                yield batch
+                return
+            yield batch
+
+    def state(self) -> bytes:
+        """Reader position, augmentation RNG and epoch counters; pass as ``checkpoint=`` to resume."""
+        return json.dumps({"version": STATE_VERSION, "epoch": self.epoch, "pos": self.pos,
+                           "fingerprint": self._fingerprint,
+                           "dali": base64.b64encode(self._ckpt or self.pipe.checkpoint()).decode()}).encode()
+
+    def _restore(self, checkpoint: bytes) -> bytes:
+        try:
+            s = json.loads(checkpoint)
+            assert s["version"] == STATE_VERSION
+        except Exception as e:
+            raise ConfigError(f"data loader checkpoint: not a distsnn train-loader state ({e})") from None
+        if s["fingerprint"] != self._fingerprint:
+            diff = [k for k in self._fingerprint if s["fingerprint"].get(k) != self._fingerprint[k]]
+            raise ConfigError(f"data loader checkpoint: saved for another data set-up (differs in {diff})")
+        self.epoch, self.pos = s["epoch"], s["pos"]
+        return base64.b64decode(s["dali"])
+
+
+class ValLoader(_PipelineLoader):
+    """One pass = this rank's fixed share of the val set, each sample once, final batch partial."""
+
+    def __init__(self, data_cfg, info, rank, world_size, device):
+        B = data_cfg.batch_size
+        self.local = shard_size(info.num_val, rank, world_size)
+        self.pos = 0
+        dev = decode_device(data_cfg, device)
+        common = dict(batch_size=B, num_threads=data_cfg.num_threads, seed=0,
+                      device_id=(device.index or 0) if device.type == "cuda" else None)
+        args = (info.val_files, info.val_index, rank, world_size)
+
+        def make_pipe(checkpoint):
+            return pipelines.val_pipeline(*args, data_cfg.augment, data_cfg.val_resize, data_cfg.image_size, dev,
+                                          prefetch_queue_depth=data_cfg.prefetch, checkpoint=checkpoint, **common)
+
+        def make_raw(checkpoint):
+            return pipelines.raw_pipeline(*args, False, 1, True, checkpoint=checkpoint, **{**common, "device_id": None})
+
+        super().__init__("data.val_shards", info.val_files, info.val_index, info.num_val, info.num_classes, rank,
+                         world_size, B, device, make_pipe, make_raw, data_cfg.prefetch)
+
+    def __len__(self) -> int:
+        return -(-self.local // self.batch)
+
+    def __iter__(self):
+        while self.pos:  # a pass left unfinished: run to the pass boundary first
+            self._run()
+            self.pos = (self.pos + 1) % self.runs
+        for j in range(self.runs):
+            outs = self._run()
+            self.pos = (j + 1) % self.runs
+            real = min(self.batch, self.local - j * self.batch)
+            if real > 0:  # the rest is DALI's padding (repeats of the last sample)
+                yield self._batch(outs, real)
+
+
+def build_train_loader(data_cfg, info, rank: int, world_size: int, seed: int, num_views: int = 1,
+                       device: torch.device | None = None, checkpoint: bytes | None = None) -> TrainLoader:
+    """Train loader of rank ``rank`` of ``world_size``; ``num_views`` = 2 for STCL's two augmented views."""
+    if num_views not in (1, 2):
+        raise ValueError(f"num_views: {num_views} (1, or 2 for STCL)")
+    return TrainLoader(data_cfg, info, rank, world_size, seed, num_views, device or torch.device("cpu"), checkpoint)
+
+
+def build_val_loader(data_cfg, info, rank: int, world_size: int, device: torch.device | None = None) -> ValLoader:
+    """Val loader of rank ``rank``: resize + centre crop, every val sample once across ranks per pass."""
+    return ValLoader(data_cfg, info, rank, world_size, device or torch.device("cpu"))
