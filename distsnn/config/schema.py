@@ -49,6 +49,7 @@ class ModelConfig:
     name: str = knob("spiking_resnet18", "student: a registered timm name (spiking_resnet18/34/19/20, sew_resnet18/34)")
     num_classes: int = knob(1000, "number of classes", ge=2)
     timesteps: int = knob(4, "simulation time steps T", ge=1)
+    width_multiplier: float = knob(1.0, "scales every channel count (1.0 = the paper's network; the CPU demo uses less)", gt=0.0)
     neuron: NeuronConfig = field(default_factory=NeuronConfig, metadata={"help": "spiking neuron"})
     sync_batchnorm: bool = knob(False, "convert BatchNorm to SyncBatchNorm across ranks (GPU only)")
     channels_last: bool = knob(False, "channels-last memory format (GPU)")
