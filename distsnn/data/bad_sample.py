@@ -2,14 +2,15 @@
 
 DALI's decoder fails naming neither file nor sample, and a failed pipeline yields nothing. The
 loader keeps the DALI checkpoint taken before the failing batch; here the reader alone is restored
-from it (the checkpoint is filtered down to the reader's operators: a DALI checkpoint is a protobuf
+from it (the checkpoint is cut down to the reader's operators: a DALI checkpoint is a protobuf
 ``{1: [{1: op name, 2: op state}], 2: external context}`` and a pipeline refuses entries for
-operators it does not have), the batches in flight are replayed without decoding, and every JPEG
+operators it does not have, or lacks entries for its own), the batches in flight are replayed without decoding, and every JPEG
 is decoded with PIL and every ``.cls`` parsed, each bad one named by ``source_info()``.
 """
 from __future__ import annotations
 
 import io
+import re
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -50,9 +51,13 @@ def _op_name(entry: bytes) -> str:
     return next(p.decode() for num, _, p, _ in _fields(entry) if num == 1)
 
 
-def filter_checkpoint(checkpoint: bytes, keep: set[str]) -> bytes:
-    """The checkpoint with only the operators named in ``keep`` (other fields unchanged)."""
-    return b"".join(raw for num, _, p, raw in _fields(checkpoint) if num != 1 or _op_name(p) in keep)
+def transplant(saved: bytes, fresh: bytes) -> bytes:
+    """A checkpoint for the pipeline that wrote ``fresh``: each of its operators takes its state from
+    ``saved`` where ``saved`` has it (the reader), else keeps its fresh state (stateless copies);
+    non-operator fields (external context) come from ``saved``."""
+    saved_ops = {_op_name(p): raw for num, _, p, raw in _fields(saved) if num == 1}
+    ops = [saved_ops.get(_op_name(p), raw) for num, _, p, raw in _fields(fresh) if num == 1]
+    return b"".join(ops) + b"".join(raw for num, _, _, raw in _fields(saved) if num != 1)
 
 
 def sample_problems(jpegs, cls, num_classes: int | None) -> list[str]:
@@ -68,7 +73,7 @@ def sample_problems(jpegs, cls, num_classes: int | None) -> list[str]:
             with Image.open(io.BytesIO(np.asarray(jpegs[j]).tobytes())) as im:
                 im.load()
         except Exception as e:  # PIL raises many types
-            out.append(f"{shard}:{key}: undecodable image ({e})")
+            out.append(f"{shard}:{key}: undecodable image ({re.sub(r' <_io.*?>', '', str(e))})")
         text = np.asarray(cls[j]).tobytes()
         try:
             label = int(text.decode("ascii").strip())
@@ -86,7 +91,7 @@ def replay(make_raw_pipe, checkpoint: bytes | None, batches: int, num_classes: i
     if checkpoint is not None:
         probe = make_raw_pipe(checkpoint=None)
         probe.build()
-        checkpoint = filter_checkpoint(checkpoint, op_names(probe.checkpoint()))
+        checkpoint = transplant(checkpoint, probe.checkpoint())
         del probe
     pipe = make_raw_pipe(checkpoint=checkpoint)
     pipe.build()

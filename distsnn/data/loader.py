@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,10 @@ class _PipelineLoader:
         try:
             problems = bad_sample.replay(self._make_raw, self._ckpt, self._prefetch + 2, self.num_classes)
         except RuntimeError as e2:  # the reader itself fails, e.g. a truncated tar: its message names the file
-            return DataError(f"{head}: {' '.join(str(e2).split())[:800]}")
+            text = " ".join(str(e2).split())
+            m = re.search(r"(Error reading from a file \S+|Underful sample detected[^.]*)", text)
+            return DataError(f"{head}: {m.group(1)} (a truncated or damaged tar? run launchers/check_shards.py)"
+                             if m else f"{head}: {text[:800]}")
         if problems:
             return DataError(f"{head}: " + "; ".join(problems))
         return DataError(f"{head} and the failing sample could not be isolated: {' '.join(first)[:800]}")
@@ -162,7 +166,8 @@ class TrainLoader(_PipelineLoader):
             if self.pos == self.steps:
                 # run the padded tail now, so that state() after the last step is the next epoch's start
                 for _ in range(self.runs - self.steps):
-                    self._run()
+                    cls = self._run()[-1]
+                    parse_labels(cls, self.num_classes, len(cls))  # dropped, yet never silently bad
                 self.epoch, self.pos = self.epoch + 1, 0
                 yield batch
                 return
