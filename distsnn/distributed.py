@@ -61,9 +61,9 @@ def _check_same_shape(x: torch.Tensor, what: str) -> None:
     # Pad to a fixed length so the shape gather itself cannot mismatch.
     padded = torch.full((9,), -1, dtype=torch.int64, device=x.device)
     padded[: min(9, shape.numel())] = shape[:9]
-    shapes = torch.empty(world_size(), 9, dtype=torch.int64, device=x.device)
+    shapes = torch.empty(world_size() * 9, dtype=torch.int64, device=x.device)  # gloo: concatenated form only
     dist.all_gather_single(shapes, padded)
-    rows = [tuple(v for v in row[1 : 1 + row[0]]) for row in shapes.tolist()]
+    rows = [tuple(row[1 : 1 + row[0]]) for row in shapes.view(-1, 9).tolist()]
     if any(r != rows[0] for r in rows):
         detail = ", ".join(f"rank {i}: {list(r)}" for i, r in enumerate(rows))
         raise ValueError(f"{what}: tensors differ in shape across ranks ({detail}); every rank must hold "

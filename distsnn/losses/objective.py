@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,6 @@ from torch import nn
 
 from distsnn.config.schema import MethodConfig
 from distsnn.distributed import all_gather_no_grad
-from distsnn.models.output import ModelOutput
 
 from .classification import mean_ce_loss, tet_loss
 from .cka_weights import CKAWeights
@@ -19,6 +18,9 @@ from .nce_critic import estimate_log_z, nce_critic_loss
 from .pooling import grid_flatten, spatial_mean
 from .similarity import linear_cka
 from .temporal_supcon import temporal_supcon_loss
+
+if TYPE_CHECKING:  # only a type here: importing distsnn.models at run time would pull in timm (seconds)
+    from distsnn.models.output import ModelOutput
 
 TEACHER_METHODS = ("sscl", "sscl+stcl")
 CONTRAST_METHODS = ("tcl", "stcl", "sscl+stcl")

@@ -1,0 +1,168 @@
+"""Real multi-process gloo runs (W = 2 and 3): the gather's gradients, the rank helpers, and that every
+contrastive loss, log Z, the CKA weights and a whole objective give the same values and rank-averaged
+gradients as one process holding the concatenated global batch."""
+import os
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from distsnn import distributed as D
+from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig
+from distsnn.losses import build_objective, estimate_log_z, linear_cka, nce_critic_loss, temporal_supcon_loss
+
+
+class ModelOutput(NamedTuple):
+    """Same fields as distsnn.models.output.ModelOutput, whose package import pulls in timm (~20 s per
+    spawned rank on 2 cores); the objective only reads .logits and .features."""
+
+    logits: torch.Tensor
+    features: dict
+
+
+
+N, S, DIM, T, K = 12, 3, 4, 2, 4     # global batch 12 splits over 2 and 3 ranks
+
+
+def problem():
+    """The global batch and the shared parameters, identical in every process."""
+    g = torch.Generator().manual_seed(123)
+    data = {"x": torch.randn(N, 5, generator=g, dtype=torch.float64),
+            "xa": torch.randn(N, 7, generator=g, dtype=torch.float64),
+            "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 0, 1, 3, 2, 1]),
+            # S = 1 case: classes 5..8 occur once in the global batch -> anchors without a positive.
+            "labels_s1": torch.tensor([0, 5, 1, 0, 6, 1, 2, 7, 2, 2, 8, 0]),
+            "M": torch.randn(N, 4, generator=g, dtype=torch.float64)}
+    params = {"P1": torch.randn(5, 3, generator=g, dtype=torch.float64),
+              "P2": torch.randn(5, S * DIM, generator=g, dtype=torch.float64),
+              "P3": torch.randn(5, DIM, generator=g, dtype=torch.float64),
+              "P4": torch.randn(7, DIM, generator=g, dtype=torch.float64),
+              "Q1": torch.randn(5, T * 4 * 4, generator=g), "Q2": torch.randn(5, T * 5, generator=g),
+              "Wc": torch.randn(5, K, generator=g)}
+    return data, params
+
+
+def gather_case_loss(y, r, m):
+    # The rows are used transposed, so the gradient reaching the gather is non-contiguous.
+    return ((y.T @ (m * (r + 1))) ** 2).sum()
+
+
+def objective_inputs(x, xa, p):
+    b = x.shape[0]
+    xf, xaf = x.float(), xa.float()
+
+    def view(inp):
+        pooled = torch.tanh(inp @ p["Q2"]).reshape(b, T, 5).transpose(0, 1)          # [T, B, 5]
+        stage1 = torch.tanh(inp @ p["Q1"]).reshape(b, T, 4, 2, 2).transpose(0, 1)    # [T, B, 4, 2, 2]
+        return ModelOutput(pooled @ p["Wc"], {"stage1": stage1, "pooled": pooled})
+
+    teacher = ModelOutput(xaf[:, :K], {"stage1": torch.sin(xaf[:, :3, None, None] * torch.ones(1, 1, 2, 2)),
+                                       "pooled": torch.cos(xaf[:, :6])})
+    return [view(xf), view(xf + 0.1 * xf.flip(1))], teacher
+
+
+def method_cfg():
+    return MethodConfig(name="sscl+stcl",
+                        tcl=TCLConfig(layers=["stage1", "pooled"], proj_hidden=6, proj_dim=4, weight=5.0),
+                        sscl=SSCLConfig(layers=["stage1", "pooled"], embed_dim=4, pool_grid=2, cka_momentum=0.3))
+
+
+def run_cases(data, params, lo, hi, r):
+    """Every case on rows [lo, hi) of the global batch -> {case: (value, {param: grad})}."""
+    out = {}
+
+    def case(name, fn, names):
+        ps = {k: params[k].clone().requires_grad_() for k in names}
+        value = fn(ps)
+        grads = torch.autograd.grad(value, list(ps.values()), allow_unused=True) if value.requires_grad else ()
+        out[name] = (value.detach().double(), {k: gr for k, gr in zip(ps, grads)})
+
+    x, xa = data["x"][lo:hi], data["xa"][lo:hi]
+    b = hi - lo
+    case("gather", lambda p: gather_case_loss(D.all_gather_with_grad(x @ p["P1"]), r, data["M"]), ["P1"])
+
+    def z_of(p):  # [S, B, D], one row per sample and step
+        return F.normalize(torch.tanh(x @ p["P2"]).reshape(b, S, DIM), dim=-1).transpose(0, 1)
+
+    case("supcon", lambda p: temporal_supcon_loss(z_of(p), data["labels"][lo:hi], 0.5), ["P2"])
+    case("supcon_eq7", lambda p: temporal_supcon_loss(z_of(p), None, 0.5), ["P2"])
+    case("supcon_s1", lambda p: temporal_supcon_loss(z_of(p)[:1], data["labels_s1"][lo:hi], 0.5), ["P2"])
+
+    def zs_za(p):
+        return F.normalize(x @ p["P3"], dim=-1), F.normalize(xa @ p["P4"], dim=-1)
+
+    case("nce", lambda p: nce_critic_loss(*zs_za(p), 0.3, num_data=50, log_z=1.3), ["P3", "P4"])
+    case("log_z", lambda p: estimate_log_z(*zs_za(p), 0.3, num_data=50), ["P3", "P4"])
+    case("cka", lambda p: linear_cka(D.all_gather_no_grad(x), D.all_gather_no_grad(torch.tanh(xa))), [])
+
+    torch.manual_seed(0)                       # identical heads/embedders on every rank
+    obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
+    ps = {k: params[k].clone().requires_grad_() for k in ("Q1", "Q2", "Wc")}
+    views, teacher = objective_inputs(x, xa, ps)
+    res = obj(views, data["labels"][lo:hi], teacher)
+    names = list(ps) + [f"obj.{k}" for k, _ in obj.named_parameters()]
+    grads = torch.autograd.grad(res.total, list(ps.values()) + list(obj.parameters()))
+    out["objective"] = (res.total.detach().double(), dict(zip(names, grads)))
+    for k, v in res.components.items():
+        out[f"component.{k}"] = (v.double(), {})
+    out["objective.log_z"] = (obj.log_z.clone(), {})
+    return out
+
+
+def worker(r, world, tmp):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=r, world_size=world)
+    try:
+        assert (D.rank(), D.world_size(), D.is_main()) == (r, world, r == 0)
+        assert D.reduce_sum(torch.tensor([r + 1.0])).item() == world * (world + 1) / 2
+        assert D.reduce_mean(torch.tensor([float(r)])).item() == pytest.approx((world - 1) / 2)
+        assert D.all_reduce_max_flag(r == world - 1) is True and D.all_reduce_max_flag(False) is False
+        # Mismatched local batches: a clear error on every rank, and the group stays usable.
+        with pytest.raises(ValueError, match="differ in shape across ranks"):
+            D.all_gather_with_grad(torch.zeros(r + 1, 3, requires_grad=True))
+        with pytest.raises(ValueError, match="differ in shape across ranks"):
+            temporal_supcon_loss(F.normalize(torch.randn(2, 2 + r, 4), dim=-1), None)
+        data, params = problem()
+        b = N // world
+        torch.save(run_cases(data, params, r * b, (r + 1) * b, r), f"{tmp}/rank{r}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+GLOBAL_VALUE = ("supcon", "supcon_eq7", "supcon_s1", "nce", "log_z", "cka", "objective.log_z",
+                "component.tcl", "component.nce", "component.nce.stage1", "component.cka.stage1",
+                "component.lambda.pooled", "component.tcl.pooled")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 3])
+def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(worker, args=(world, str(tmp_path)), nprocs=world, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    data, params = problem()
+    ref = run_cases(data, params, 0, N, 0)                   # one process, no process group
+    # The gather case: the reference is the rank mean of the per-rank losses on the full rows.
+    ps = params["P1"].clone().requires_grad_()
+    y = data["x"] @ ps
+    loss = sum(gather_case_loss(y, r, data["M"]) for r in range(world)) / world
+    ref["gather"] = (loss.detach(), {"P1": torch.autograd.grad(loss, ps)[0]})
+    assert ref["supcon_s1"][0].item() > 0                     # some anchors have positives
+
+    for name, (value, grads) in ref.items():
+        values = [rk[name][0] for rk in ranks]
+        tol = dict(rtol=1e-4, atol=1e-5) if name.startswith(("objective", "component")) else dict(rtol=1e-9, atol=1e-10)
+        if name in GLOBAL_VALUE:                                # the same global value on every rank
+            for v in values:
+                torch.testing.assert_close(v, value, **tol, msg=f"{name}: a rank's value differs")
+        else:                                                    # rank-local parts (CE): the rank mean
+            torch.testing.assert_close(sum(values) / world, value, **tol, msg=f"{name}: rank mean differs")
+        for p, g_ref in grads.items():
+            if g_ref is None:
+                continue
+            g_avg = sum(rk[name][1][p] for rk in ranks) / world  # what DDP / DeepSpeed apply
+            torch.testing.assert_close(g_avg, g_ref, **tol, msg=f"{name}: averaged gradient of {p} differs")
