@@ -1,0 +1,4 @@
+"""The trainer: DeepSpeed engine, anytime evaluation, checkpoints, faults. Entry point: ``main``."""
+from .main import main
+
+__all__ = ["main"]
