@@ -94,7 +94,8 @@ class _PipelineLoader:
         if got != num_samples:
             raise DataError(f"{key}: the shards hold {got} samples but manifest/index say {num_samples}; "
                             "the manifest is stale, rewrite it with launchers/make_shards.py")
-        self._ckpt = checkpoint  # DALI state before the next run: where a replay starts
+        # DALI state before the next run: where a replay of a failed batch starts
+        self._ckpt = checkpoint if checkpoint is not None else self.pipe.checkpoint()
 
     def _run(self):
         try:
@@ -177,7 +178,7 @@ class TrainLoader(_PipelineLoader):
         """Reader position, augmentation RNG and epoch counters; pass as ``checkpoint=`` to resume."""
         return json.dumps({"version": STATE_VERSION, "epoch": self.epoch, "pos": self.pos,
                            "fingerprint": self._fingerprint,
-                           "dali": base64.b64encode(self._ckpt or self.pipe.checkpoint()).decode()}).encode()
+                           "dali": base64.b64encode(self._ckpt).decode()}).encode()
 
     def _restore(self, checkpoint: bytes) -> bytes:
         try:
