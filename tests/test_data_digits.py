@@ -6,17 +6,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import torch
 from data_helpers import data_cfg
+from sklearn.datasets import load_digits
 
 from distsnn.data import build_train_loader, build_val_loader, prepare_dataset
 from distsnn.data.digits import split_indices
 
 
 def test_digits_split_is_fixed_stratified_and_fraction_is_a_subset():
-    from sklearn.datasets import load_digits
-
     y = load_digits().target
     tr, va = split_indices(y)
     assert len(tr) + len(va) == 1797 and not set(tr) & set(va)
@@ -42,7 +40,7 @@ def test_digits_shards_built_once_by_concurrent_ranks_and_loadable(tmp_path):
     for r in range(2):
         for b in build_val_loader(cfg, info, r, 2, torch.device("cpu")):
             val_labels.update(b.labels.tolist())
-    y = np.array(__import__("sklearn.datasets", fromlist=["load_digits"]).load_digits().target)
+    y = load_digits().target
     _, va = split_indices(y)
     assert val_labels == collections.Counter(y[va].tolist())
     b = next(iter(build_train_loader(cfg, info, 0, 1, seed=0, device=torch.device("cpu"))))

@@ -1,7 +1,6 @@
 """Shard writer, DALI index files, manifest and shard patterns, on real files."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

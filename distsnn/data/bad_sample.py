@@ -42,11 +42,6 @@ def _fields(buf: bytes):
         yield num, wire, payload, buf[start:i]
 
 
-def op_names(checkpoint: bytes) -> set[str]:
-    """Operator names stored in a DALI pipeline checkpoint."""
-    return {_op_name(p) for num, _, p, _ in _fields(checkpoint) if num == 1}
-
-
 def _op_name(entry: bytes) -> str:
     return next(p.decode() for num, _, p, _ in _fields(entry) if num == 1)
 
