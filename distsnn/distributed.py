@@ -42,13 +42,16 @@ def reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return reduce_sum(x) / world_size()
 
 
-def all_reduce_max_flag(flag: bool, device: torch.device | str = "cpu") -> bool:
+def all_reduce_max_flag(flag: bool, device: torch.device | str | None = None) -> bool:
     """True on every rank if ``flag`` is True on any rank (e.g. "stop now", "loss not finite").
 
-    ``device`` must suit the backend (a CUDA device under NCCL). Crosses the process boundary.
+    ``device``: where the one-element tensor lives; None = the current CUDA device under NCCL, else
+    the CPU. Crosses the process boundary (and syncs with the host).
     """
     if world_size() == 1:
         return bool(flag)
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

@@ -166,3 +166,14 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
                 continue
             g_avg = sum(rk[name][1][p] for rk in ranks) / world  # what DDP / DeepSpeed apply
             torch.testing.assert_close(g_avg, g_ref, **tol, msg=f"{name}: averaged gradient of {p} differs")
+
+
+def test_helpers_are_no_ops_without_a_process_group():
+    assert not dist.is_initialized()
+    assert (D.rank(), D.world_size(), D.is_main()) == (0, 1, True)
+    x = torch.randn(3, 2, requires_grad=True)
+    assert D.all_gather_with_grad(x) is x
+    assert torch.equal(D.all_gather_no_grad(x), x.detach())
+    assert torch.equal(D.reduce_mean(x), x.detach()) and torch.equal(D.reduce_sum(x), x.detach())
+    assert D.all_reduce_max_flag(True) and not D.all_reduce_max_flag(False)
+    assert D.global_value(x.sum()) is not None and D.global_value(x.sum()).requires_grad

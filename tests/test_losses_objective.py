@@ -176,6 +176,10 @@ def test_bad_input_names_the_culprit():
         build_objective(method("sscl"), S_CH, A_CH, num_data=0)
     with pytest.raises(ValueError, match="teacher_channels"):
         build_objective(method("sscl"), S_CH, None, num_data=10)
+    short = teacher(2)
+    short = ModelOutput(short.logits[:4], {k: v[:4] for k, v in short.features.items()})
+    with pytest.raises(ValueError, match="student batch 6 != teacher batch 4"):
+        build(method("sscl"))([student(1)], LABELS, short)
     broken = student(1)
     del broken.features["stage2"]
     with pytest.raises(ValueError, match="no feature 'stage2'"):
