@@ -95,6 +95,11 @@ class Trainer:
         scheduler = build_scheduler(optimizer, self.total_steps, warmup, lr, cfg.optim.min_lr)
         import deepspeed  # heavy import, only where the engine is built
 
+        if device.type == "cpu":
+            # DeepSpeed JIT-compiles a shared-memory all-reduce op for CPU ranks (minutes on 2 cores, once per
+            # machine); gloo does the job for CPU runs, so the op is switched off before the engine is built.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=deepspeed_config(cfg, world, self.precision))
         self.telemetry = Telemetry(cfg.telemetry, run=cfg.run.name, method=self.method, rank=rank,
