@@ -17,9 +17,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
 	touch $@
 
-# promtool/prometheus (metrics tests) come from Debian; installed only when missing.
+# Tools the tests drive for real, from Debian, installed only when missing: prometheus + promtool (metrics and
+# rules), tini (the container init), kubectl (renders the kustomize manifests; the machine image ships a newer one).
+SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus tini:tini kubectl:kubernetes-client
 system-deps:
-	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 demo: install
 	$(PY) launchers/demo.py
