@@ -11,17 +11,17 @@ timed alone. Times are rank 0's median per call.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import statistics
 import sys
 import tempfile
+import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from harness import machine_line, markdown_table, median_ms  # noqa: E402
 
 from distsnn import distributed as D  # noqa: E402
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig  # noqa: E402
@@ -39,14 +39,30 @@ class _Out(tuple):
     features = property(lambda self: self[1])
 
 
-def timed(fn, device, repeats):
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def timed(fn, device, repeats, barrier=True):
     def call():
-        if D.world_size() > 1:
+        if barrier and D.world_size() > 1:
             torch.distributed.barrier()       # every rank starts together: rank 0 times the slowest
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-    return median_ms(call, repeats, warmup=1)
+    return median_ms(call, repeats)
 
 
 def loss_cases(n_local: int, device: torch.device):
@@ -98,7 +114,8 @@ def resnet18_step_ms(device, batch, repeats):
     model = resnet18(weights=None).to(device)
     x = torch.randn(batch, 3, 224, 224, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
-    return timed(lambda: F.cross_entropy(model(x), y).backward(), device, repeats)
+    # Rank 0 alone (no barrier): the others wait at the first loss's barrier.
+    return timed(lambda: F.cross_entropy(model(x), y).backward(), device, repeats, barrier=False)
 
 
 def run(rank_id, args, tmp):
@@ -119,9 +136,11 @@ def run(rank_id, args, tmp):
             ms = timed(fn, device, args.repeats)
             rows.append([name, str(n), str(args.world), f"{ms:.1f}", f"{ms / ref:.2f}" if ref else ""])
     if D.is_main():
-        print(machine_line() + f", device {device}")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"{datetime.date.today()}, torch {torch.__version__}, device {device}, torch threads "
+              f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load}")
         print(f"\nreference: torchvision resnet18 forward+backward, batch {args.model_batch}, 224x224: {ref:.1f} ms\n")
-        print(markdown_table(["loss (forward + backward)", "global rows N", "ranks W", "ms / call (rank 0)",
+        print(table(["loss (forward + backward)", "global rows N", "ranks W", "ms / call (rank 0)",
                               "x resnet18 step"], rows))
     if args.world > 1:
         torch.distributed.barrier()

@@ -83,5 +83,7 @@ def test_bad_input():
         temporal_supcon_loss(z[0], None)
     with pytest.raises(ValueError, match="labels must be"):
         temporal_supcon_loss(z, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least 2"):
+        temporal_supcon_loss(z[:1, :1], torch.zeros(1, dtype=torch.long))
     with pytest.raises(ValueError, match="S >= 2"):
         temporal_supcon_loss(z[:1], None)

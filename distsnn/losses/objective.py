@@ -120,9 +120,10 @@ class Objective(nn.Module):
         if self.method == "ann":
             total = F.cross_entropy(student_views[0].logits, labels)
             comps["ce"] = total
-        elif self.method in ("baseline", "tet"):
-            total = tet_loss(student_views[0].logits, labels) if self.method == "tet" else mean_ce_loss(student_views[0].logits, labels)
-            comps[self.method if self.method == "tet" else "ce"] = total
+        elif self.method == "baseline":
+            total = comps["ce"] = mean_ce_loss(student_views[0].logits, labels)
+        elif self.method == "tet":
+            total = comps["tet"] = tet_loss(student_views[0].logits, labels)
         else:
             name = "tet" if self.classification == "tet" else "ce"
             if self.num_views == 1:

@@ -50,33 +50,34 @@ def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperatu
     if validate:
         check_normalized(z, "temporal_supcon_loss: z")
     w, r = world_size(), rank()
+    if s * b * w < 2:
+        raise ValueError(f"temporal_supcon_loss: needs at least 2 (step, sample) pairs in the global batch, got z of "
+                         f"shape {list(z.shape)} on {w} rank(s)")
     z = z.to(torch.promote_types(z.dtype, torch.float32))  # half/bf16 -> float32; float64 stays
     # [B, S, D]: sample-major so that rank r's anchors are a contiguous block of the gathered keys.
     anchors = z.transpose(0, 1).reshape(b * s, d)
     keys = all_gather_with_grad(anchors)                                  # [W*B*S, D], row (j*S + s')
     logits = anchors @ keys.T / temperature                              # [B*S, W*B*S]
-    rows = torch.arange(b * s, device=z.device)
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[rows, r * b * s + rows] = True
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    # The self pairs (a, a) sit on a diagonal of rank r's block; -inf drops them from the denominator.
+    logits.diagonal(offset=r * b * s).fill_(float("-inf"))
+    log_denom = torch.logsumexp(logits, dim=1)                           # [B*S]
 
     if labels is None:
         ids_global = torch.arange(w * b, device=z.device)
-        ids_local = ids_global[r * b:(r + 1) * b]
     else:
         ids_global = all_gather_no_grad(labels)
-        ids_local = labels
-    anchor_ids = ids_local.repeat_interleave(s)                          # [B*S]
-    key_ids = ids_global.repeat_interleave(s)                            # [W*B*S]
-    pos = (anchor_ids[:, None] == key_ids[None, :]) & ~self_mask
-    n_pos = pos.sum(dim=1)
-    # where() rather than a product: log_prob is -inf on the self entry.
-    per_anchor = -torch.where(pos, log_prob, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+    same = (ids_global[:, None] == ids_global[None, :]).to(z.dtype)      # [W*B, W*B] sample level
+    # Sum over positives of z_a.z_p/tau without a [B*S, W*B*S] mask: z_a . (sum of every key of the
+    # same id, self included) minus the self term. O(N^2 D / S^2) instead of O(N^2) elementwise passes.
+    id_sums = same[r * b:(r + 1) * b] @ keys.view(w * b, s, d).sum(dim=1)   # [B, D]
+    a3 = anchors.view(b, s, d)
+    pos_logits = ((a3 * id_sums[:, None, :]).sum(-1) - (a3 * a3).sum(-1)).reshape(b * s) / temperature
+    count = same.sum(dim=1)                                              # samples sharing the id
+    n_pos = (s * count[r * b:(r + 1) * b] - 1).repeat_interleave(s)      # positives per local anchor
+    # mean over positives of log_prob = (sum of positive logits)/|P| - log denominator.
+    per_anchor = log_denom - pos_logits / n_pos.clamp(min=1)
     valid = n_pos > 0
-    # Global number of anchors with a positive, from the gathered ids (identical on all ranks):
-    # sample j has S*|{k: id_k = id_j}| - 1 positives at each of its S anchors.
-    same = (ids_global[:, None] == ids_global[None, :]).sum(dim=1)
-    n_valid = s * ((s * same - 1) > 0).sum()
-    local = (per_anchor * valid).sum() * w / n_valid.clamp(min=1)
+    # Global number of anchors with a positive (identical on all ranks, from the gathered ids).
+    n_valid = s * ((s * count - 1) > 0).sum()
+    local = torch.where(valid, per_anchor, 0.0).sum() * w / n_valid.clamp(min=1)
     return global_value(local)
