@@ -1,0 +1,57 @@
+"""Shared set-up of the trainer tests: the tiny run's overrides, a random teacher, the launch environment."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+CONFIG = "demo_sscl.yaml"
+
+
+def tiny_overrides(out_dir, cache_dir, teacher) -> list[str]:
+    """demo_sscl.yaml made tiny: no telemetry, no plots, full-precision losses every step in metrics.jsonl,
+    evaluation and checkpoints only at the end unless a test asks, a random (untrained) teacher."""
+    return [f"run.out_dir={out_dir}", "run.log_every_steps=1", "run.eval_every_epochs=1000", "run.plots=false",
+            f"data.cache_dir={cache_dir}", "data.prefetch=1", "telemetry.enabled=false",
+            "checkpoint.every_epochs=1000", "checkpoint.keep_last=5",
+            f"teacher.weights={teacher}", "teacher.check_accuracy=false",
+            "method.tcl.proj_hidden=32", "method.tcl.proj_dim=16"]
+
+
+def make_teacher(path: Path) -> Path:
+    """A freshly built ann_resnet20 (width 0.125, 10 classes), the demo teacher's architecture, untrained."""
+    import timm
+    import torch
+
+    import distsnn.models  # noqa: F401  (registers ann_resnet20 with timm)
+    from distsnn.models import save_weights
+
+    torch.manual_seed(0)
+    save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
+    return path
+
+
+def launch_env() -> dict:
+    """The venv's `deepspeed` first on PATH, 1 thread per rank, the shm-comm op build cached (as the Makefile does)."""
+    return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions")),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metrics(run_path: Path) -> list[dict]:
+    path = Path(run_path) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def step_losses(run_path: Path) -> dict[int, float]:
+    """step -> total loss; a step logged twice (redone after a resume) keeps its last value."""
+    return {r["step"]: r["loss"]["total"] for r in metrics(run_path) if r.get("kind") == "step"}
