@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Data-parallel scaling on this machine: the real SSCL demo training step with 1 vs 2 gloo ranks.
+
+Each run is the real launcher, ``deepspeed --num_gpus N launchers/train.py --config demo_sscl.yaml`` (student
+spiking_resnet20 x0.125, 16x16, T=4, batch 32 per rank, ANN teacher forward, SSCL objective with its gathers,
+DeepSpeed gradient all-reduce, SGD step), one thread per rank (OMP_NUM_THREADS=1; the launcher script sets
+torch's thread count from it). Throughput and the data-wait share come from the trainer's own
+``metrics.jsonl`` (``images_per_s``, ``step_time_s``, ``data_wait_s`` logged every step), after dropping the
+first ``--warmup`` steps (LIF kernel compile, allocator warm-up). Runs alternate 1, 2, 1, 2, ... so that load
+from other processes falls on both alike; the load average is printed with every run.
+
+    img/s total   = global batch x steps / sum(step_time_s)    (global batch = 32 x ranks)
+    efficiency    = img/s(2 ranks) / (2 x img/s(1 rank))
+    data-wait     = sum(data_wait_s) / sum(step_time_s)
+
+The teacher is a randomly initialised ``ann_resnet20`` x0.125 saved to a temporary safetensors file (its
+accuracy does not change the step's cost). Usage::
+
+    .venv/bin/python benchmarks/scaling.py [--ranks 1 2] [--steps 40] [--warmup 5] [--repeats 2] [--markdown F]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import machine_line, markdown_table  # noqa: E402
+
+PER_RANK_BATCH = 32  # demo_sscl.yaml data.batch_size
+
+
+def make_teacher(path: Path) -> None:
+    """A random ann_resnet20 x0.125 (the demo teacher's architecture) as safetensors."""
+    import timm
+
+    import distsnn.models  # noqa: F401  (registers the timm names)
+    from distsnn.models import save_weights
+
+    save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
+
+
+def launch(ranks: int, steps: int, out_dir: Path, name: str, teacher: Path, log: Path) -> Path:
+    """One training run through the deepspeed launcher; returns its metrics.jsonl."""
+    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    sets = {"run.out_dir": out_dir, "run.name": name, "run.max_steps": steps, "run.log_every_steps": 1,
+            "run.plots": "false", "teacher.weights": teacher, "teacher.check_accuracy": "false",
+            "telemetry.enabled": "false", "checkpoint.resume": "false"}
+    cmd = [deepspeed, "--num_gpus", str(ranks), "launchers/train.py", "--config", "demo_sscl.yaml"]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))
+    with open(log, "w") as f:
+        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        sys.exit(f"scaling: {ranks}-rank run exited with code {rc}; log: {log}")
+    return out_dir / name / "metrics.jsonl"
+
+
+def read_steps(metrics: Path, warmup: int) -> list[dict]:
+    steps = [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("kind") == "step"]
+    kept = [r for r in steps if r["step"] > warmup]
+    if not kept:
+        sys.exit(f"scaling: {metrics} has no step after the first {warmup} (warm-up); raise --steps")
+    return kept
+
+
+def summarise(steps: list[dict], ranks: int) -> dict:
+    t = sum(r["step_time_s"] for r in steps)
+    wait = sum(r["data_wait_s"] for r in steps)
+    return {"ranks": ranks, "steps": len(steps), "img_s": PER_RANK_BATCH * ranks * len(steps) / t,
+            "median_step_s": statistics.median(r["step_time_s"] for r in steps), "wait_share": wait / t}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps per run (run.max_steps)")
+    p.add_argument("--warmup", type=int, default=5, help="first steps of each run left out")
+    p.add_argument("--repeats", type=int, default=2, help="runs per rank count, interleaved")
+    p.add_argument("--markdown", help="also write the table to this file")
+    p.add_argument("--keep", action="store_true", help="keep the run directories (printed)")
+    args = p.parse_args()
+    if args.steps <= args.warmup:
+        p.error("--steps must exceed --warmup")
+
+    tmp = Path(tempfile.mkdtemp(prefix="distsnn-scaling-"))
+    teacher = tmp / "teacher.safetensors"
+    make_teacher(teacher)
+    print(f"machine: {machine_line()}", flush=True)
+    runs: dict[int, list[dict]] = {r: [] for r in args.ranks}
+    try:
+        for rep in range(args.repeats):
+            for ranks in args.ranks:
+                name = f"r{ranks}_{rep}"
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                metrics = launch(ranks, args.steps, tmp, name, teacher, tmp / f"{name}.log")
+                s = summarise(read_steps(metrics, args.warmup), ranks)
+                s["load"] = (load0, os.getloadavg()[0])
+                runs[ranks].append(s)
+                print(f"run {name}: {s['img_s']:.1f} img/s, median step {1e3 * s['median_step_s']:.0f} ms, "
+                      f"data wait {100 * s['wait_share']:.2f} %, load avg (1 min) {load0:.2f} -> "
+                      f"{s['load'][1]:.2f}, wall {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:
+        if args.keep:
+            print(f"run directories: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    base = statistics.median(s["img_s"] for s in runs[min(args.ranks)]) / min(args.ranks)
+    rows = []
+    for ranks in args.ranks:
+        rs = runs[ranks]
+        total = statistics.median(s["img_s"] for s in rs)
+        loads = [x for s in rs for x in s["load"]]
+        rows.append([str(ranks), f"{total:.1f}", f"{total / ranks:.1f}", f"{total / (ranks * base):.2f}",
+                     f"{100 * statistics.median(s['wait_share'] for s in rs):.2f} %",
+                     f"{1e3 * statistics.median(s['median_step_s'] for s in rs):.0f}",
+                     ", ".join(f"{s['img_s']:.1f}" for s in rs), f"{min(loads):.1f}-{max(loads):.1f}"])
+    table = markdown_table(["ranks", "img/s total", "img/s per rank",
+                            f"efficiency vs {min(args.ranks)}-rank x ranks", "data-wait share",
+                            "median step (ms)", "img/s of each run", "load avg (1 min)"], rows)
+    print()
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
