@@ -29,10 +29,12 @@ class ActivityRecorder:
         self.model, self.T = model, timesteps
         self.acts = [(n, m) for n, m in model.named_modules() if isinstance(m, TimeAct)]
         self.synapses = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        self.spikes = torch.zeros(len(self.acts), dtype=torch.float64)
-        self.neurons = torch.zeros(len(self.acts), dtype=torch.float64)
-        self.ops = torch.zeros(len(self.synapses), 2, dtype=torch.float64)  # [MACs, SOPs] summed over samples
-        self.samples = torch.zeros(1, dtype=torch.float64)
+        # accumulated on the model's device: no host sync per hook; one transfer in summary()
+        dev = next(model.parameters()).device
+        self.spikes = torch.zeros(len(self.acts), dtype=torch.float64, device=dev)
+        self.neurons = torch.zeros(len(self.acts), dtype=torch.float64, device=dev)
+        self.ops = torch.zeros(len(self.synapses), 2, dtype=torch.float64, device=dev)  # [MACs, SOPs] over samples
+        self.samples = torch.zeros(1, dtype=torch.float64, device=dev)
         self.handles = []
 
     def __enter__(self):
@@ -50,7 +52,7 @@ class ActivityRecorder:
 
     def _on_spikes(self, i):
         def hook(_m, _inp, out):
-            self.spikes[i] += out.detach().double().sum().item()
+            self.spikes[i] += out.detach().sum(dtype=torch.float64)
             self.neurons[i] += out.numel()
         return hook
 
@@ -62,7 +64,7 @@ class ActivityRecorder:
             if analog:
                 self.ops[i, 0] += macs
             else:
-                self.ops[i, 1] += macs * x.double().mean().item()
+                self.ops[i, 1] += macs * x.mean(dtype=torch.float64)
         return hook
 
     def count_samples(self, n: int) -> None:
@@ -74,6 +76,7 @@ class ActivityRecorder:
         if dist.is_initialized():
             dist.all_reduce(flat)
         k, s = len(self.acts), len(self.synapses)
+        flat = flat.cpu()
         spikes, neurons, ops, samples = flat[:k], flat[k:2 * k], flat[2 * k:2 * k + 2 * s].view(s, 2), flat[-1].item()
         # TimeAct outputs cover T steps, so spikes / neurons is already "per neuron per step"
         rates = {n: (spikes[i] / neurons[i]).item() for i, (n, _) in enumerate(self.acts) if neurons[i] > 0}

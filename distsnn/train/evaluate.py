@@ -22,9 +22,10 @@ def anytime_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 5) -> t
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, timesteps: int, autocast=contextlib.nullcontext) -> dict:
+def evaluate(model: nn.Module, loader, timesteps: int, autocast=contextlib.nullcontext, on_batch=None) -> dict:
     """Runs ``model`` (eval mode) over ``loader`` once. Returns sample count, top1/top5 (%) per t, firing rates
-    and the energy estimate; every number is summed over all ranks, each val sample counted exactly once."""
+    and the energy estimate; every number is summed over all ranks, each val sample counted exactly once.
+    ``on_batch`` (optional) is called after every batch, e.g. the telemetry heartbeat during a long pass."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -43,6 +44,8 @@ def evaluate(model: nn.Module, loader, timesteps: int, autocast=contextlib.nullc
             counts[1] += top5
             n += y.shape[0]
             rec.count_samples(y.shape[0])
+            if on_batch is not None:
+                on_batch()
         activity = rec.summary()
     if dist.is_initialized():
         flat = torch.cat([counts.flatten(), n])

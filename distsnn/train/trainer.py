@@ -165,7 +165,7 @@ class Trainer:
     def check_teacher(self) -> None:
         if self.teacher is None or not self.cfg.teacher.check_accuracy:
             return
-        res = evaluate(self.teacher, self.val_loader, 1, self._autocast)
+        res = evaluate(self.teacher, self.val_loader, 1, self._autocast, on_batch=self.telemetry.heartbeat)
         top1 = res["top1"][0]
         _log(f"teacher val top-1 {top1:.2f}% top-5 {res['top5'][0]:.2f}% on {res['num_samples']} images")
         self.run.log_metrics({"kind": "teacher_eval", "top1": top1, "top5": res["top5"][0]})
@@ -175,7 +175,7 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> dict:
         T = self.cfg.model.timesteps if self.method != "ann" else 1
-        res = evaluate(self.student, self.val_loader, T, self._autocast)
+        res = evaluate(self.student, self.val_loader, T, self._autocast, on_batch=self.telemetry.heartbeat)
         record = {"epoch": epoch, "step": self.step, **res}
         history = self.run.log_eval(record)
         self.telemetry.update_eval(epoch=epoch, top1=res["top1"], top5=res["top5"])
