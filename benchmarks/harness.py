@@ -112,3 +112,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def emit_report(report: str, markdown_path: str | None) -> str:
+    """Print the report and, if asked, write it to ``markdown_path`` (for RESULTS.md)."""
+    print()
+    print(report)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(report + "\n")
+    return report

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from harness import SavedBytes, interleaved_median_ms, machine_line, markdown_table, memcpy_bandwidth
+from harness import SavedBytes, emit_report, interleaved_median_ms, machine_line, markdown_table, memcpy_bandwidth
 
 from distsnn.spiking import lif_fused, lif_reference
 
@@ -125,12 +125,7 @@ def main(argv=None) -> str:
         "",
         markdown_table(header, rows),
     ])
-    print()
-    print(report)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report + "\n")
-    return report
+    return emit_report(report, args.markdown)
 
 
 if __name__ == "__main__":

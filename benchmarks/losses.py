@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from distsnn import distributed as D  # noqa: E402
+from harness import median_ms  # noqa: E402
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig  # noqa: E402
 from distsnn.losses import build_objective, linear_cka, nce_critic_loss, temporal_supcon_loss  # noqa: E402
 
@@ -39,15 +38,6 @@ class _Out(tuple):
     features = property(lambda self: self[1])
 
 
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def table(header, rows) -> str:
@@ -62,7 +52,7 @@ def timed(fn, device, repeats, barrier=True):
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-    return median_ms(call, repeats)
+    return median_ms(call, repeats, warmup=1)
 
 
 def loss_cases(n_local: int, device: torch.device):

@@ -23,7 +23,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from harness import SavedBytes, interleaved_median_ms, machine_line, markdown_table
+from harness import SavedBytes, emit_report, interleaved_median_ms, machine_line, markdown_table
 
 import distsnn.models  # noqa: F401  (registers the models with timm)
 
@@ -145,12 +145,7 @@ def main(argv=None) -> str:
         "",
         markdown_table(header, rows),
     ])
-    print()
-    print(report)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report + "\n")
-    return report
+    return emit_report(report, args.markdown)
 
 
 if __name__ == "__main__":
