@@ -7,51 +7,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_helpers import _get, _query, _wait, start_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
 MON = REPO / "k8s" / "monitoring"
 RUN = "e2e-run"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(base: str, path: str, **params) -> dict:
-    url = f"{base}{path}?{urllib.parse.urlencode(params, doseq=True)}"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        body = json.load(r)
-    assert body["status"] == "success", body
-    return body["data"]
-
-
-def _query(base: str, expr: str) -> list:
-    return _get(base, "/api/v1/query", query=expr)["result"]
-
-
-def _wait(what: str, fn, timeout: float = 45.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +37,7 @@ def stack(tmp_path_factory):
         urls.append(p.stdout.readline().strip())
     assert all(u.startswith("http://127.0.0.1:") and u.endswith("/metrics") for u in urls), urls
     targets = [urllib.parse.urlparse(u).netloc for u in urls]
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(MON / "distsnn-rules.yaml")],
-        "scrape_configs": [{"job_name": "distsnn", "static_configs": [{"targets": targets}]}],
-    }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    prom = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w"))
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        try:
-            return urllib.request.urlopen(f"{base}/-/ready", timeout=2).status == 200
-        except OSError:
-            return prom.poll() is not None and pytest.fail((tmp / "prometheus.log").read_text()[-3000:])
-    _wait("prometheus ready", ready)
+    prom, base = start_prometheus(tmp, targets)
     yield {"base": base, "ranks": ranks, "urls": urls}
     prom.terminate()
     for p in ranks:
