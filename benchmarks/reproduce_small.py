@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,12 +35,19 @@ VARIANTS = {
 }
 
 
+def free_port() -> int:
+    """A free TCP port for the rendezvous, so that concurrent jobs on one machine do not collide on 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(name: str, overrides: list[str], out: Path, ranks: int) -> None:
     if (out / name / "model.safetensors").exists():
         print(f"[study] {name}: done already", flush=True)
         return
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-    cmd = [deepspeed, "--num_gpus", str(ranks), "launchers/train.py", "--config", CONFIG,
+    cmd = [deepspeed, "--master_port", str(free_port()), "--num_gpus", str(ranks), "launchers/train.py", "--config", CONFIG,
            "--set", f"run.out_dir={out}", "--set", f"run.name={name}"]
     for o in overrides:
         cmd += ["--set", o]
