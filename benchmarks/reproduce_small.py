@@ -95,6 +95,7 @@ def report(out: Path, seeds: list[int], doc: Path) -> None:
         ax.plot(range(1, T + 1), ys, marker="o", label=label)
     ax.axhline(teacher["top1"][0], color="k", ls="--", lw=1, label="ANN teacher")
     ax.set(xlabel="inference time step t", ylabel="val top-1 (%)", title=f"digits, mean over {len(seeds)} seeds")
+    ax.set_xticks(range(1, T + 1))
     ax.legend(fontsize=7)
     fig.tight_layout()
     png = doc.parent / "results_accuracy_vs_t.png"
