@@ -55,6 +55,8 @@ def test_every_method_trains_with_a_finite_falling_loss(world, method):
     assert r0["steps"] == r1["steps"] == train_world.METHOD_STEPS and r0["steps_per_epoch"] == 1
     assert r0["skipped"] == r1["skipped"] == 0
     assert r0["weights"] == r1["weights"], "ranks ended with different weights"
+    # DeepSpeed leaves BatchNorm statistics rank-local; the trainer averages them before eval and checkpoints
+    assert r0["bn_stats"] == r1["bn_stats"], "ranks ended with different BatchNorm running statistics"
     losses = r0["losses"]
     assert len(losses) == train_world.METHOD_STEPS and all(math.isfinite(v) for v in losses), losses
     k = 6

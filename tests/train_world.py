@@ -77,7 +77,8 @@ def case_method(tmp, base, rank, world, method, extra=()):
     tr = build(base + LEARN + extra + [f"run.name={name}", f"method.name={method}", f"run.epochs={METHOD_STEPS}"], rank, world)
     rc = fit(tr)
     rec = {"rc": rc, "steps": tr.step, "steps_per_epoch": tr.steps_per_epoch, "skipped": tr.skipped,
-           "weights": digest(params(tr))}
+           "weights": digest(params(tr)),
+           "bn_stats": digest([b for n, b in tr.engine.module.named_buffers() if "running_" in n])}
     if rank == 0:
         rec["losses"] = [v for _, v in sorted(step_losses(tr.run.path).items())]
     write(tmp, name, rank, rec)

@@ -146,7 +146,16 @@ class Trainer:
         _log(f"resumed from {self.run.checkpoints / tag} at step {self.step} (epoch {self.train_loader.epoch})")
         return True
 
+    def _sync_batchnorm_stats(self) -> None:
+        """DeepSpeed keeps BatchNorm running statistics rank-local (DDP would broadcast them): average them over
+        ranks before every evaluation and checkpoint, so every rank evaluates, and rank 0 saves, one model."""
+        if self.world > 1:
+            from timm.utils import distribute_bn
+
+            distribute_bn(self.student, self.world, reduce=True)
+
     def save(self) -> None:
+        self._sync_batchnorm_stats()
         path, seconds = ckpt.save(self.engine, self.run.checkpoints, step=self.step, epoch=self.train_loader.epoch,
                                   config_hash=self.config_hash, client_state={"skipped": self.skipped},
                                   data_state=self.train_loader.state(), keep_last=self.cfg.checkpoint.keep_last)
@@ -175,6 +184,7 @@ class Trainer:
 
     def evaluate(self, epoch: int) -> dict:
         T = self.cfg.model.timesteps if self.method != "ann" else 1
+        self._sync_batchnorm_stats()
         res = evaluate(self.student, self.val_loader, T, self._autocast, on_batch=self.telemetry.heartbeat)
         record = {"epoch": epoch, "step": self.step, **res}
         history = self.run.log_eval(record)
