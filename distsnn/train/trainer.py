@@ -218,6 +218,19 @@ class Trainer:
             dist.all_reduce(f, op=dist.ReduceOp.MAX)
         return f.item() == 0
 
+    def _skip_step(self, what: str, consecutive_bad: int) -> int:
+        """Count a step skipped on every rank; after run.max_bad_steps in a row, checkpoint and stop."""
+        consecutive_bad += 1
+        self.skipped += 1
+        self.telemetry.count_skipped_step()
+        _log(f"step {self.step}: {what} on some rank; step skipped on all ranks "
+             f"({consecutive_bad} in a row, {self.skipped} in total)")
+        if consecutive_bad >= self.cfg.run.max_bad_steps:
+            self.save()
+            raise DivergedError(f"{consecutive_bad} non-finite steps in a row (run.max_bad_steps = "
+                                f"{self.cfg.run.max_bad_steps}); the last good state is checkpointed")
+        return consecutive_bad
+
     def fit(self) -> int:
         cfg = self.cfg
         resumed = self.resume()
@@ -244,15 +257,7 @@ class Trainer:
                     out = self.engine(batch.views, batch.labels, teacher_out)
                 bad, stop = self._flags(out.total)
                 if bad:
-                    consecutive_bad += 1
-                    self.skipped += 1
-                    self.telemetry.count_skipped_step()
-                    _log(f"step {self.step}: non-finite loss on some rank; step skipped on all ranks "
-                         f"({consecutive_bad} in a row, {self.skipped} in total)")
-                    if consecutive_bad >= cfg.run.max_bad_steps:
-                        self.save()
-                        raise DivergedError(f"{consecutive_bad} non-finite steps in a row (run.max_bad_steps = "
-                                            f"{cfg.run.max_bad_steps}); the last good state is checkpointed")
+                    consecutive_bad = self._skip_step("non-finite loss", consecutive_bad)
                 else:
                     self.engine.backward(out.total)
                     if self._grads_finite():
@@ -261,14 +266,7 @@ class Trainer:
                         consecutive_bad = 0
                     else:
                         self.engine.optimizer.zero_grad()
-                        self.skipped += 1
-                        consecutive_bad += 1
-                        self.telemetry.count_skipped_step()
-                        _log(f"step {self.step}: non-finite gradient; step skipped on all ranks")
-                        if consecutive_bad >= cfg.run.max_bad_steps:
-                            self.save()
-                            raise DivergedError(f"{consecutive_bad} non-finite steps in a row; last good state "
-                                                "checkpointed")
+                        consecutive_bad = self._skip_step("non-finite gradient", consecutive_bad)
                 t_end = time.perf_counter()
                 boundary = not bad and micro % accum == 0 and micro > 0 and consecutive_bad == 0
                 if boundary:
