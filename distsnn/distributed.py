@@ -5,6 +5,8 @@ so the same code runs in one process, in tests and under DeepSpeed/torchrun (NCC
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
@@ -57,18 +59,28 @@ def all_reduce_max_flag(flag: bool, device: torch.device | str | None = None) ->
     return bool(t.item())
 
 
-def _check_same_shape(x: torch.Tensor, what: str) -> None:
-    """Raise ValueError naming the ranks whose ``x`` shape differs (a mismatched gather would hang
-    under NCCL or return garbage)."""
-    shape = torch.tensor([x.dim(), *x.shape], dtype=torch.int64, device=x.device)
-    # Pad to a fixed length so the shape gather itself cannot mismatch.
-    padded = torch.full((9,), -1, dtype=torch.int64, device=x.device)
-    padded[: min(9, shape.numel())] = shape[:9]
-    shapes = torch.empty(world_size() * 9, dtype=torch.int64, device=x.device)  # gloo: concatenated form only
-    dist.all_gather_single(shapes, padded)
-    rows = [tuple(row[1 : 1 + row[0]]) for row in shapes.view(-1, 9).tolist()]
-    if any(r != rows[0] for r in rows):
-        detail = ", ".join(f"rank {i}: {list(r)}" for i, r in enumerate(rows))
+_MAX_DIMS = 8
+
+
+def check_same_shapes(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], what: str) -> None:
+    """Raise ValueError naming the ranks whose tensor shapes differ (a mismatched gather would hang
+    under NCCL or return garbage). One small collective for all ``tensors``; call it on every rank. No-op
+    without a process group."""
+    if world_size() == 1:
+        return
+    rows = []
+    for x in tensors:
+        if x.dim() > _MAX_DIMS:
+            raise ValueError(f"{what}: tensors of more than {_MAX_DIMS} dims are not supported, got {list(x.shape)}")
+        rows.append([x.dim(), *x.shape] + [-1] * (_MAX_DIMS - x.dim()))   # fixed length: cannot mismatch
+    device = tensors[0].device
+    local = torch.tensor(rows, dtype=torch.int64, device=device).flatten()
+    shapes = torch.empty(world_size() * local.numel(), dtype=torch.int64, device=device)  # gloo: flat form only
+    dist.all_gather_single(shapes, local)
+    per_rank = [[tuple(t[1: 1 + t[0]]) for t in rank_rows.view(-1, _MAX_DIMS + 1).tolist()]
+                for rank_rows in shapes.view(world_size(), -1)]
+    if any(r != per_rank[0] for r in per_rank):
+        detail = ", ".join(f"rank {i}: {[list(t) for t in r]}" for i, r in enumerate(per_rank))
         raise ValueError(f"{what}: tensors differ in shape across ranks ({detail}); every rank must hold "
                          "the same local batch size")
 
@@ -112,7 +124,7 @@ def all_gather_with_grad(x: torch.Tensor, *, check_shapes: bool = True) -> torch
     if world_size() == 1:
         return x
     if check_shapes:
-        _check_same_shape(x, "all_gather_with_grad")
+        check_same_shapes([x], "all_gather_with_grad")
     return _AllGatherWithGrad.apply(x)
 
 
@@ -122,15 +134,34 @@ def all_gather_no_grad(x: torch.Tensor, *, check_shapes: bool = True) -> torch.T
     if world_size() == 1:
         return x
     if check_shapes:
-        _check_same_shape(x, "all_gather_no_grad")
+        check_same_shapes([x], "all_gather_no_grad")
     x = x.contiguous()
     out = x.new_empty((world_size() * x.shape[0], *x.shape[1:]))
     dist.all_gather_single(out, x)
     return out
 
 
+def all_gather_columns(tensors: list[torch.Tensor], *, grad: bool) -> list[torch.Tensor]:
+    """Several ``[B, d_i]`` tensors gathered in ONE collective: ``[W*B, d_i]`` each, rows as in
+    :func:`all_gather_with_grad` (``grad=True``, gradients reduce-scattered back in one collective) or
+    :func:`all_gather_no_grad`. They are joined along dim 1 in their promoted dtype and split again;
+    the caller checks shapes (see :func:`check_same_shapes`). Identity without a process group.
+    """
+    if world_size() == 1:
+        return list(tensors) if grad else [t.detach() for t in tensors]
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    joined = torch.cat([t.reshape(t.shape[0], -1).to(dtype) for t in tensors], dim=1)
+    gathered = all_gather_with_grad(joined, check_shapes=False) if grad else \
+        all_gather_no_grad(joined, check_shapes=False)
+    parts = gathered.split([math.prod(t.shape[1:]) for t in tensors], dim=1)
+    return [p.reshape(p.shape[0], *t.shape[1:]) for p, t in zip(parts, tensors)]
+
+
 def global_value(local: torch.Tensor) -> torch.Tensor:
-    """``local`` with its value replaced by the rank mean, its gradient unchanged.
+    """``local`` with its value replaced by the rank mean, its gradient unchanged (elementwise, so a
+    stacked vector of several losses costs one all-reduce).
 
     A loss whose rank-r share ``local`` averages over ranks to the global loss then reads the same
     (global) value on every rank while each rank still back-propagates only its share. One scalar

@@ -1,6 +1,7 @@
 """Real multi-process gloo runs (W = 2 and 3): the gather's gradients, the rank helpers, and that every
-contrastive loss, log Z, the CKA weights and a whole objective give the same values and rank-averaged
-gradients as one process holding the concatenated global batch."""
+contrastive loss, log Z, the CKA (both forms) and weights and a whole objective give the same values and
+rank-averaged gradients as one process holding the concatenated global batch; and that the objective's
+collectives per step do not grow with its number of layers."""
 import os
 from typing import NamedTuple
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from distsnn import distributed as D
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig
 from distsnn.losses import build_objective, estimate_log_z, linear_cka, nce_critic_loss, temporal_supcon_loss
+from distsnn.losses.global_cka import global_linear_cka
 
 
 class ModelOutput(NamedTuple):
@@ -97,6 +99,9 @@ def run_cases(data, params, lo, hi, r):
     case("nce", lambda p: nce_critic_loss(*zs_za(p), 0.3, num_data=50, log_z=1.3), ["P3", "P4"])
     case("log_z", lambda p: estimate_log_z(*zs_za(p), 0.3, num_data=50), ["P3", "P4"])
     case("cka", lambda p: linear_cka(D.all_gather_no_grad(x), D.all_gather_no_grad(torch.tanh(xa))), [])
+    for form in ("gram", "moments", "auto"):   # auto: pair 1 (5 + 7 = N) Gram, pair 2 (2 + 3 < N) moments
+        case(f"cka_{form}", lambda p, form=form: torch.stack(global_linear_cka(
+            [(x, torch.tanh(xa)), (x[:, :2], xa[:, :3].abs())], form)), [])
 
     torch.manual_seed(0)                       # identical heads/embedders on every rank
     obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
@@ -110,6 +115,41 @@ def run_cases(data, params, lo, hi, r):
         out[f"component.{k}"] = (v.double(), {})
     out["objective.log_z"] = (obj.log_z.clone(), {})
     return out
+
+
+COLLECTIVES = ("all_gather_single", "all_reduce", "reduce_scatter_single", "broadcast", "all_gather",
+               "all_gather_into_tensor", "reduce_scatter_tensor")
+
+
+def collectives_per_objective_step(data, params, lo, hi):
+    """{layers: torch.distributed calls in one forward + backward of sscl+stcl after its first step}."""
+    counts = {}
+    for layers in (["pooled"], ["stage1", "pooled"]):
+        cfg = method_cfg()
+        cfg.tcl.layers, cfg.sscl.layers = layers, layers
+        torch.manual_seed(0)
+        obj = build_objective(cfg, {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
+        views, teacher = objective_inputs(data["x"][lo:hi], data["xa"][lo:hi], params)
+        obj(views, data["labels"][lo:hi], teacher)          # first step: also estimates log Z
+        calls = []
+        originals = {name: getattr(dist, name) for name in COLLECTIVES}
+
+        def counting(name):
+            def call(*args, **kwargs):
+                calls.append(name)
+                return originals[name](*args, **kwargs)
+            return call
+        try:
+            for name in COLLECTIVES:
+                setattr(dist, name, counting(name))
+            views, teacher = objective_inputs(data["x"][lo:hi], data["xa"][lo:hi],
+                                              {k: v.clone().requires_grad_() for k, v in params.items()})
+            obj(views, data["labels"][lo:hi], teacher).total.backward()
+        finally:
+            for name, fn in originals.items():
+                setattr(dist, name, fn)
+        counts[len(layers)] = sorted(calls)
+    return counts
 
 
 def worker(r, world, tmp):
@@ -128,12 +168,14 @@ def worker(r, world, tmp):
         data, params = problem()
         b = N // world
         torch.save(run_cases(data, params, r * b, (r + 1) * b, r), f"{tmp}/rank{r}.pt")
+        torch.save(collectives_per_objective_step(data, params, r * b, (r + 1) * b), f"{tmp}/calls{r}.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-GLOBAL_VALUE = ("supcon", "supcon_eq7", "supcon_s1", "nce", "log_z", "cka", "objective.log_z",
+GLOBAL_VALUE = ("supcon", "supcon_eq7", "supcon_s1", "nce", "log_z", "cka", "cka_gram", "cka_moments", "cka_auto",
+                "objective.log_z",
                 "component.tcl", "component.nce", "component.nce.stage1", "component.cka.stage1",
                 "component.lambda.pooled", "component.tcl.pooled")
 
@@ -152,6 +194,20 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
     loss = sum(gather_case_loss(y, r, data["M"]) for r in range(world)) / world
     ref["gather"] = (loss.detach(), {"P1": torch.autograd.grad(loss, ps)[0]})
     assert ref["supcon_s1"][0].item() > 0                     # some anchors have positives
+    # Both CKA forms against the Gram form of one process on the global batch.
+    cka_ref = torch.stack([linear_cka(data["x"], torch.tanh(data["xa"])),
+                           linear_cka(data["x"][:, :2], data["xa"][:, :3].abs())])
+    for form in ("gram", "moments", "auto"):
+        torch.testing.assert_close(ref[f"cka_{form}"][0], cka_ref, rtol=1e-9, atol=1e-12)
+
+    # Collectives per objective step (sscl+stcl, both CKA forms in use): TCL 1 shape check, 1 key gather, 1 label
+    # gather, 1 value all-reduce, 1 reduce-scatter in backward; SSCL 1 shape check, 1 embedding gather, 1 value
+    # all-reduce, 1 CKA gather (Gram layers), 1 CKA all-reduce (moment layers), 1 reduce-scatter -- for 1 layer
+    # (moments only) and for 2 layers alike, on every rank.
+    for r in range(world):
+        calls = torch.load(tmp_path / f"calls{r}.pt")
+        assert len(calls[2]) == 11, calls[2]
+        assert len(calls[1]) == 10, calls[1]                  # one layer: no Gram-form CKA gather
 
     for name, (value, grads) in ref.items():
         values = [rk[name][0] for rk in ranks]

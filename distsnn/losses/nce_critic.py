@@ -43,14 +43,23 @@ def nce_critic_loss(z_s: torch.Tensor, z_a: torch.Tensor, temperature: float = 0
     if validate:
         check_normalized(z_s, "nce_critic_loss: z_s")
         check_normalized(z_a, "nce_critic_loss: z_a")
-    b = z_s.shape[0]
     dtype = torch.promote_types(z_s.dtype, torch.float32)                 # half/bf16 -> float32
     a_all = all_gather_with_grad(z_a.to(dtype))                            # [W*B, D]
+    return global_value(nce_critic_local(z_s, a_all, temperature, num_data=num_data, log_z=log_z))
+
+
+def nce_critic_local(z_s: torch.Tensor, a_all: torch.Tensor, temperature: float, *, num_data: int,
+                     log_z: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Rank r's share of :func:`nce_critic_loss` (Eq.17/19): its anchors ``z_s`` ``[B, D]`` against the
+    gathered teacher embeddings ``a_all`` ``[W*B, D]`` (positive of row i: ``a_all[r*B + i]``). The rank
+    mean of the shares is the global loss; no collective, no input checks (the caller's job)."""
+    b = z_s.shape[0]
+    dtype = torch.promote_types(z_s.dtype, torch.float32)
     n_neg = a_all.shape[0] - 1
     if n_neg < 1:
         raise ValueError("nce_critic_loss: the global batch must hold at least 2 samples (N = global batch - 1 "
                          f"negatives), got {a_all.shape[0]}")
-    log_x = z_s.to(dtype) @ a_all.T / temperature - log_z                  # [B, W*B]
+    log_x = z_s.to(dtype) @ a_all.to(dtype).T / temperature - log_z        # [B, W*B]
     log_c = math.log(n_neg / num_data)
     log_denom = torch.logaddexp(log_x, torch.full_like(log_x, log_c))
     pos = torch.zeros_like(log_x, dtype=torch.bool)
@@ -58,7 +67,7 @@ def nce_critic_loss(z_s: torch.Tensor, z_a: torch.Tensor, temperature: float = 0
     pos[rows, rank() * b + rows] = True
     # log h on the positive pair, log(1 - h) on every other pair of the row.
     terms = torch.where(pos, log_x - log_denom, log_c - log_denom)
-    return global_value(-terms.sum(dim=1).mean())
+    return -terms.sum(dim=1).mean()
 
 
 def estimate_log_z(z_s: torch.Tensor, z_a: torch.Tensor, temperature: float = 0.07, *, num_data: int) -> torch.Tensor:

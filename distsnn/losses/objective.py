@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from distsnn.config.schema import MethodConfig
-from distsnn.distributed import all_gather_no_grad
+from distsnn.distributed import all_gather_columns, check_same_shapes, global_value, world_size
 
 from .classification import mean_ce_loss, tet_loss
 from .cka_weights import CKAWeights
 from .heads import Embedder, ProjectionHead
-from .nce_critic import estimate_log_z, nce_critic_loss
+from .global_cka import global_linear_cka
+from .nce_critic import estimate_log_z, nce_critic_local
 from .pooling import grid_flatten, spatial_mean
-from .similarity import linear_cka
-from .temporal_supcon import temporal_supcon_loss
+from .temporal_supcon import check_supcon_inputs, supcon_anchors, temporal_supcon_local
 
 if TYPE_CHECKING:  # only a type here: importing distsnn.models at run time would pull in timm (seconds)
     from distsnn.models.output import ModelOutput
@@ -142,37 +142,61 @@ class Objective(nn.Module):
         return LossOutput(total, {k: v.detach() for k, v in comps.items()})
 
     def _tcl(self, views: list[ModelOutput], labels: torch.Tensor, comps: dict) -> torch.Tensor:
-        """sum_l CL_l (TCL Eq.7/10), z of all views stacked on the S axis (STCL Eq.9)."""
-        total = 0.0
+        """sum_l CL_l (TCL Eq.7/10), z of all views stacked on the S axis (STCL Eq.9). All layers share one
+        shape check, one gather of the keys (and its one reduce-scatter), one label gather, one value
+        all-reduce."""
+        supervised = self.tcl_cfg.supervised
+        zs = []
         for layer, head in self.heads.items():
             # [T, B, C] per view -> [S, B, D] with S = T * views.
             z = torch.cat([head(spatial_mean(self._feature(v, layer, f"student view {i + 1}")))
                            for i, v in enumerate(views)], dim=0)
             # validate=False: the head normalises, and the check would cost a host sync per layer.
-            term = temporal_supcon_loss(z, labels if self.tcl_cfg.supervised else None,
-                                        self.tcl_cfg.temperature, validate=False)
+            check_supcon_inputs(z, labels if supervised else None, validate=False)
+            zs.append(z)
+        s, b = zs[0].shape[:2]
+        anchors = [supcon_anchors(z) for z in zs]
+        check_same_shapes(anchors + ([labels] if supervised else []), "TCL projections")
+        keys = all_gather_columns(anchors, grad=True)
+        ids = all_gather_columns([labels], grad=False)[0] if supervised else \
+            torch.arange(world_size() * b, device=labels.device)
+        local = torch.stack([temporal_supcon_local(a, k, ids, s, self.tcl_cfg.temperature)
+                             for a, k in zip(anchors, keys)])
+        terms = global_value(local)
+        for layer, term in zip(self.heads, terms):
             comps[f"tcl.{layer}"] = term
-            total = total + term
-        comps["tcl"] = total
+        comps["tcl"] = total = terms.sum()
         return total
 
     def _sscl(self, student: ModelOutput, teacher: ModelOutput, comps: dict) -> torch.Tensor:
-        """sum_l lambda_l L_NCE^l (SSCL Eq.20), lambda_l = 1/CKA_l on the global batch."""
-        cfg, total = self.sscl_cfg, 0.0
-        for k, layer in enumerate(self.sscl_layers):
+        """sum_l lambda_l L_NCE^l (SSCL Eq.20), lambda_l = 1/CKA_l on the global batch. All layers share one
+        shape check, one gather of the teacher embeddings (and its one reduce-scatter), one value
+        all-reduce and one CKA collective per form (see :func:`global_linear_cka`)."""
+        cfg = self.sscl_cfg
+        s_feats, a_feats, z_s, z_a = [], [], [], []
+        for layer in self.sscl_layers:
             s_feat = grid_flatten(self._feature(student, layer, "student view 1"), cfg.pool_grid, time_major=True)
             a_feat = grid_flatten(self._feature(teacher, layer, "teacher").detach(), cfg.pool_grid, time_major=False)
             if s_feat.shape[0] != a_feat.shape[0]:
                 raise ValueError(f"layer {layer}: student batch {s_feat.shape[0]} != teacher batch {a_feat.shape[0]}")
-            z_s = self.embed_s[layer](s_feat)
-            z_a = self.embed_a[layer](a_feat)
-            log_z = self._log_z(k, z_s, z_a)
-            nce = nce_critic_loss(z_s, z_a, cfg.temperature, num_data=self.num_data, log_z=log_z, validate=False)
-            # CKA on the global batch, detached: a weight, not an objective (SSCL Eq.20).
-            cka_batch = linear_cka(all_gather_no_grad(s_feat), all_gather_no_grad(a_feat))
-            cka, lam = self.cka(layer, cka_batch)
-            comps[f"nce.{layer}"], comps[f"cka.{layer}"], comps[f"lambda.{layer}"] = nce, cka.float(), lam.float()
-            total = total + lam.to(nce.dtype) * nce
+            s_feats.append(s_feat)
+            a_feats.append(a_feat)
+            z_s.append(self.embed_s[layer](s_feat))
+            z_a.append(self.embed_a[layer](a_feat))
+        check_same_shapes(s_feats + a_feats, "SSCL features")
+        log_zs = [self._log_z(k, z_s[k], z_a[k]) for k in range(len(self.sscl_layers))]
+        dtype = torch.promote_types(z_s[0].dtype, torch.float32)             # half/bf16 -> float32
+        a_all = all_gather_columns([z.to(dtype) for z in z_a], grad=True)   # [W*B, D] per layer
+        local = torch.stack([nce_critic_local(zs, za, cfg.temperature, num_data=self.num_data, log_z=lz)
+                             for zs, za, lz in zip(z_s, a_all, log_zs)])
+        nce = global_value(local)
+        # CKA on the global batch, detached: a weight, not an objective (SSCL Eq.20).
+        ckas = global_linear_cka(list(zip(s_feats, a_feats)), cfg.cka_estimator)
+        total = 0.0
+        for k, layer in enumerate(self.sscl_layers):
+            cka, lam = self.cka(layer, ckas[k])
+            comps[f"nce.{layer}"], comps[f"cka.{layer}"], comps[f"lambda.{layer}"] = nce[k], cka.float(), lam.float()
+            total = total + lam.to(nce.dtype) * nce[k]
         comps["nce"] = total
         return total
 

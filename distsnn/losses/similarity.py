@@ -1,4 +1,5 @@
-"""Representation similarity: unbiased HSIC (SSCL Eq.9) and linear CKA (SSCL Eq.8, Kornblith et al.)."""
+"""Representation similarity: unbiased HSIC (SSCL Eq.9) and linear CKA (SSCL Eq.8, Kornblith et al.), from
+``[n, n]`` Gram matrices or, with the same value, from feature-space sums that add up over ranks."""
 from __future__ import annotations
 
 import torch
@@ -20,10 +21,22 @@ def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"unbiased_hsic: the unbiased estimator (Eq.9) needs n >= 4 samples, got n = {n}")
     off = 1 - torch.eye(n, dtype=K.dtype, device=K.device)
     K, L = K * off, L * off
-    trace_kl = (K * L.T).sum()
-    sums = K.sum() * L.sum() / ((n - 1) * (n - 2))
-    cross = 2.0 / (n - 2) * (K.sum(dim=0) @ L.sum(dim=1))              # 1'K~L~1 = (K~'1)'(L~1)
-    return (trace_kl + sums - cross) / (n * (n - 3))
+    # 1'K~L~1 = (K~'1)'(L~1)
+    return _hsic_from_sums((K * L.T).sum(), K.sum(), L.sum(), K.sum(dim=0) @ L.sum(dim=1), n)
+
+
+_TINY = 1e-10  # "no variation" relative to the kernel's own scale: a constant kernel gives kk ~ 1e-16 * K^2
+
+
+def _hsic_from_sums(trace_kl, sum_k, sum_l, cross, n):
+    """Eq.9 from its four sums: tr(K~L~), 1'K~1, 1'L~1, 1'K~L~1."""
+    return (trace_kl + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
+
+
+def _cka_or_zero(kl, kk, ll, k_scale, l_scale):
+    ok = (kk > _TINY * k_scale) & (ll > _TINY * l_scale)
+    denom = torch.sqrt(torch.where(ok, kk * ll, torch.ones_like(kk)))
+    return torch.where(ok, kl / denom, torch.zeros_like(kl))
 
 
 def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -43,8 +56,51 @@ def linear_cka(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         Y = Y.reshape(Y.shape[0], -1).double()
         K, L = X @ X.T, Y @ Y.T
         kl, kk, ll = unbiased_hsic(K, L), unbiased_hsic(K, K), unbiased_hsic(L, L)
-        # "No variation" relative to the kernel's own scale: a constant kernel gives kk ~ 1e-16 * K^2.
-        tiny = 1e-10
-        ok = (kk > tiny * (K * K).mean()) & (ll > tiny * (L * L).mean())
-        denom = torch.sqrt(torch.where(ok, kk * ll, torch.ones_like(kk)))
-        return torch.where(ok, kl / denom, torch.zeros_like(kl))
+        return _cka_or_zero(kl, kk, ll, (K * K).mean(), (L * L).mean())
+
+
+def cka_moments(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """The feature-space sums from which :func:`linear_cka_from_moments` gets linear CKA: one float64
+    vector of length p*q + p^2 + q^2 + 3(p + q) + 6 for ``X`` ``[b, p...]``, ``Y`` ``[b, q...]``.
+
+    Every entry is a sum over samples, so the vectors of disjoint row blocks ADD UP to the vector of
+    the whole batch: rank-local vectors summed with one all-reduce give the global batch's CKA, with
+    memory and traffic independent of the batch size (the Gram form needs ``[n, n]``). Cost
+    O(b (p + q)^2). No gradient.
+    """
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"cka_moments: X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+    with torch.no_grad():
+        X = X.reshape(X.shape[0], -1).double()
+        Y = Y.reshape(Y.shape[0], -1).double()
+        a, c = (X * X).sum(1), (Y * Y).sum(1)                    # diagonals of K = XX' and L = YY'
+        n = torch.tensor([float(X.shape[0])], dtype=torch.float64, device=X.device)
+        scalars = torch.stack([a.sum(), c.sum(), a @ c, a @ a, c @ c])
+        return torch.cat([(X.T @ Y).flatten(), (X.T @ X).flatten(), (Y.T @ Y).flatten(),
+                          X.sum(0), Y.sum(0), X.T @ a, X.T @ c, Y.T @ a, Y.T @ c, scalars, n])
+
+
+def linear_cka_from_moments(m: torch.Tensor, p: int, q: int) -> torch.Tensor:
+    """Linear CKA (as :func:`linear_cka`, same value) from the summed :func:`cka_moments` of features of
+    widths ``p`` and ``q``. With K~ = XX' - diag(a), a_i = |x_i|^2 (L~, c likewise) and s_x = X'1::
+
+        tr(K~L~)  = |X'Y|_F^2 - a.c          1'K~1 = |s_x|^2 - 1'a
+        1'K~L~1   = s_x' X'Y s_y - s_y.(Y'a) - s_x.(X'c) + a.c
+
+    and Eq.9 of those sums; likewise for (K, K) and (L, L). Needs n >= 4 (ValueError otherwise).
+    """
+    sizes = [p * q, p * p, q * q, p, q, p, p, q, q, 5, 1]
+    if m.dim() != 1 or m.numel() != sum(sizes):
+        raise ValueError(f"linear_cka_from_moments: expected {sum(sizes)} sums for p={p}, q={q}, got {list(m.shape)}")
+    xy, xx, yy, sx, sy, xa, xc, ya, yc, scalars, n = m.split(sizes)
+    xy, xx, yy = xy.view(p, q), xx.view(p, p), yy.view(q, q)
+    sum_a, sum_c, ac, aa, cc = scalars
+    n = n[0]
+    if n < 4:
+        raise ValueError(f"linear_cka_from_moments: the unbiased estimator (Eq.9) needs n >= 4 samples, got n = {int(n)}")
+    sk, sl = sx @ sx - sum_a, sy @ sy - sum_c
+    kl = _hsic_from_sums((xy * xy).sum() - ac, sk, sl, sx @ xy @ sy - sy @ ya - sx @ xc + ac, n)
+    kk = _hsic_from_sums((xx * xx).sum() - aa, sk, sk, sx @ xx @ sx - 2 * (sx @ xa) + aa, n)
+    ll = _hsic_from_sums((yy * yy).sum() - cc, sl, sl, sy @ yy @ sy - 2 * (sy @ yc) + cc, n)
+    # mean of K*K over the n^2 entries = |X'X|_F^2 / n^2
+    return _cka_or_zero(kl, kk, ll, (xx * xx).sum() / n ** 2, (yy * yy).sum() / n ** 2)

@@ -39,9 +39,21 @@ def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperatu
     (one scalar all-reduce) and the rank-averaged gradients equal those of one process holding the
     global batch. Computed in at least float32.
     """
+    check_supcon_inputs(z, labels, validate)
+    s, b, _ = z.shape
+    w = world_size()
+    anchors = supcon_anchors(z)
+    keys = all_gather_with_grad(anchors)                                  # [W*B*S, D], row (j*S + s')
+    ids_global = torch.arange(w * b, device=z.device) if labels is None else all_gather_no_grad(labels)
+    return global_value(temporal_supcon_local(anchors, keys, ids_global, s, temperature))
+
+
+def check_supcon_inputs(z: torch.Tensor, labels: torch.Tensor | None, validate: bool = True) -> None:
+    """The argument checks of :func:`temporal_supcon_loss` (ValueError naming the argument); ``validate``
+    adds the unit-norm check, which costs a host sync."""
     if z.dim() != 3:
         raise ValueError(f"temporal_supcon_loss: z must be [S, B, D], got shape {list(z.shape)}")
-    s, b, d = z.shape
+    s, b, _ = z.shape
     if labels is None and s < 2:
         raise ValueError("temporal_supcon_loss: labels=None (Eq.7, positives = the same image at other steps) "
                          f"needs S >= 2 time steps/views, got z of shape {list(z.shape)}")
@@ -49,24 +61,33 @@ def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperatu
         raise ValueError(f"temporal_supcon_loss: labels must be [B] with B = {b}, got {list(labels.shape)}")
     if validate:
         check_normalized(z, "temporal_supcon_loss: z")
-    w, r = world_size(), rank()
+    w = world_size()
     if s * b * w < 2:
         raise ValueError(f"temporal_supcon_loss: needs at least 2 (step, sample) pairs in the global batch, got z of "
                          f"shape {list(z.shape)} on {w} rank(s)")
-    z = z.to(torch.promote_types(z.dtype, torch.float32))  # half/bf16 -> float32; float64 stays
-    # [B, S, D]: sample-major so that rank r's anchors are a contiguous block of the gathered keys.
-    anchors = z.transpose(0, 1).reshape(b * s, d)
-    keys = all_gather_with_grad(anchors)                                  # [W*B*S, D], row (j*S + s')
+
+
+def supcon_anchors(z: torch.Tensor) -> torch.Tensor:
+    """``[S, B, D]`` -> ``[B*S, D]`` sample-major (row i*S + s), at least float32: rank r's anchors are
+    then a contiguous block of the gathered keys."""
+    s, b, d = z.shape
+    return z.to(torch.promote_types(z.dtype, torch.float32)).transpose(0, 1).reshape(b * s, d)
+
+
+def temporal_supcon_local(anchors: torch.Tensor, keys: torch.Tensor, ids_global: torch.Tensor, s: int,
+                          temperature: float) -> torch.Tensor:
+    """Rank r's share of :func:`temporal_supcon_loss`: its anchors ``[B*S, D]`` (see
+    :func:`supcon_anchors`) against the gathered ``keys`` ``[W*B*S, D]``; ``ids_global`` ``[W*B]``: the
+    gathered labels, or one id per sample for Eq.7. The rank mean of the shares is the global loss; no
+    collective, no input checks (the caller's job)."""
+    w, r = world_size(), rank()
+    b, d = anchors.shape[0] // s, anchors.shape[1]
+    keys = keys.to(anchors.dtype)
     logits = anchors @ keys.T / temperature                              # [B*S, W*B*S]
     # The self pairs (a, a) sit on a diagonal of rank r's block; -inf drops them from the denominator.
     logits.diagonal(offset=r * b * s).fill_(float("-inf"))
     log_denom = torch.logsumexp(logits, dim=1)                           # [B*S]
-
-    if labels is None:
-        ids_global = torch.arange(w * b, device=z.device)
-    else:
-        ids_global = all_gather_no_grad(labels)
-    same = (ids_global[:, None] == ids_global[None, :]).to(z.dtype)      # [W*B, W*B] sample level
+    same = (ids_global[:, None] == ids_global[None, :]).to(anchors.dtype)  # [W*B, W*B] sample level
     # Sum over positives of z_a.z_p/tau without a [B*S, W*B*S] mask: z_a . (sum of every key of the
     # same id, self included) minus the self term. O(N^2 D / S^2) instead of O(N^2) elementwise passes.
     id_sums = same[r * b:(r + 1) * b] @ keys.view(w * b, s, d).sum(dim=1)   # [B, D]
@@ -79,5 +100,4 @@ def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperatu
     valid = n_pos > 0
     # Global number of anchors with a positive (identical on all ranks, from the gathered ids).
     n_valid = s * ((s * count - 1) > 0).sum()
-    local = torch.where(valid, per_anchor, 0.0).sum() * w / n_valid.clamp(min=1)
-    return global_value(local)
+    return torch.where(valid, per_anchor, 0.0).sum() * w / n_valid.clamp(min=1)
