@@ -4,13 +4,15 @@
 Nothing is measured here: parameters are counted on the real student + objective heads (``build_student``,
 ``build_objective`` with each recipe's ``method`` section), FLOPs per image with ``torch.utils.flop_counter``
 on meta tensors, and every collective the step issues is listed from the code (trainer.py, objective.py,
-nce_critic.py, temporal_supcon.py, distributed.py). Times follow the ring alpha-beta model::
+nce_critic.py, temporal_supcon.py, global_cka.py, distributed.py). Times follow the alpha-beta model::
 
-    all-reduce of S bytes        2 (W-1)/W * S / busbw + 2 (W-1) alpha
+    all-reduce of S bytes        2 (W-1)/W * S / busbw + 2 min(W-1, log2 W) alpha   (ring or NCCL's tree)
     all-gather, n bytes per rank (W-1) * n / busbw     +   (W-1) alpha      (reduce-scatter: the same)
 
 All of it is exposed: the gathers sit inside the forward/backward, and DeepSpeed ZeRO-0 all-reduces the
-gradients after backward. The assumptions are the constants below; docs/PERFORMANCE.md explains them.
+gradients after backward. Each SSCL layer's CKA takes the form ``global_cka.choose_estimator`` picks at that W
+(Gram: gather the features, [N, N] float64 work on every GPU; moments: all-reduce feature-space sums). The
+per-layer design that the objective replaced is modelled next to it for comparison. The assumptions are the constants below; docs/PERFORMANCE.md explains them.
 Usage: ``.venv/bin/python benchmarks/comm_model.py [--util 0.4] [--markdown FILE]``.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from distsnn.losses.global_cka import choose_estimator  # noqa: E402
 
 # ---- assumptions (docs/PERFORMANCE.md) ---------------------------------------------------------------------------
 GPUS_PER_NODE = 8
@@ -57,16 +61,10 @@ def alpha(world: int) -> float:
 
 
 def t_allreduce(nbytes: float, w: int) -> float:
-    return 2 * (w - 1) / w * nbytes / busbw(w) + 2 * (w - 1) * alpha(w)
-
-
-def t_allreduce_tree(nbytes: float, w: int) -> float:
-    """NCCL's double binary tree: log-depth latency, about the ring's bandwidth term at large messages."""
-    return 2 * (w - 1) / w * nbytes / busbw(w) + 2 * math.log2(w) * alpha(w)
-
-
-def t_allgather(per_rank_bytes: float, w: int) -> float:
-    return (w - 1) * per_rank_bytes / busbw(w) + (w - 1) * alpha(w)
+    """The faster of NCCL's ring and double binary tree (NCCL picks per message size when NCCL_ALGO is unset):
+    the tree has log-depth latency and about the ring's bandwidth term."""
+    bandwidth = 2 * (w - 1) / w * nbytes / busbw(w)
+    return bandwidth + 2 * min(w - 1, math.log2(w)) * alpha(w)
 
 
 def flops_per_image(model, image: int, timesteps: int | None, backward: bool) -> float:
@@ -117,62 +115,81 @@ def describe(recipe: str) -> dict:
 
     T, B = m.timesteps if not ann else 1, BATCH
     d = {"recipe": recipe, "method": method.name, "student": name, "params": params, "flops": flops,
-         "embed_row": 0, "cka_row": 0, "label_row": 0, "gathers": 0, "allreduces": 2}
-    # Trainer: _flags (2 floats) and _grads_finite (1 float) all-reduce every step; grads: 1 bucket.
+         "embed_row": 0, "label_row": 0, "sscl_pq": [], "tcl_layers": 0}
     if method.name in ("sscl", "sscl+stcl"):
-        layers = method.sscl.layers
-        g2 = method.sscl.pool_grid ** 2
-        d["embed_row"] += len(layers) * B * method.sscl.embed_dim * EMBED_BYTES
-        d["cka_row"] = sum(B * 2 * student.feature_channels[l] * (1 if l == "pooled" else g2) * FEATURE_BYTES
-                           for l in layers)
-        # per layer: 3 shape checks + z_a gather + z_a reduce-scatter + s, a gathers; global_value all-reduce
-        d["gathers"] += 7 * len(layers)
-        d["allreduces"] += len(layers)
+        cells = method.sscl.pool_grid ** 2
+        d["embed_row"] += len(method.sscl.layers) * B * method.sscl.embed_dim * EMBED_BYTES
+        d["sscl_pq"] = [(student.feature_channels[l] * (1 if l == "pooled" else cells),
+                         teacher_ch[l] * (1 if l == "pooled" else cells)) for l in method.sscl.layers]
+        d["cka_estimator"] = method.sscl.cka_estimator
     if method.name in ("tcl", "stcl", "sscl+stcl"):
-        layers = method.tcl.layers
         S = T * views
-        d["embed_row"] += len(layers) * B * S * method.tcl.proj_dim * EMBED_BYTES
-        d["label_row"] = len(layers) * B * 8
-        # per layer: shape check + keys gather + keys reduce-scatter + label shape check + labels gather
-        d["gathers"] += 5 * len(layers)
-        d["allreduces"] += len(layers)
-    # feature-space CKA: all-reduce X'Y, X'X, Y'Y ([C, C] each) in float64 instead of gathering [W*B, C]
-    d["cka_cov_bytes"] = sum(8 * 3 * student.feature_channels[l] ** 2 for l in method.sscl.layers) if teacher_ch else 0
-    d["cka_channels"] = ([(student.feature_channels[l], teacher_ch[l]) for l in method.sscl.layers]
-                         if teacher_ch is not None else [])
+        d["tcl_layers"] = len(method.tcl.layers)
+        d["embed_row"] += len(method.tcl.layers) * B * S * method.tcl.proj_dim * EMBED_BYTES
+        d["label_row"] = B * 8 if method.tcl.supervised else 0
     return d
 
 
-def cka_time(d: dict, w: int) -> float:
-    """linear_cka on the gathered [W*B, C] features, replicated on every GPU: float64 Grams + elementwise
-    passes over [N, N], the larger of the fp64 FLOP time and the HBM time."""
-    n = w * BATCH
-    t = 0.0
-    for cs, ca in d["cka_channels"]:
-        flops = 2 * n * n * (cs + ca)
-        traffic = CKA_PASSES * 8 * n * n
-        t += max(flops / (PEAK_FP64_TFLOPS * 1e12), traffic / (HBM_TBPS * 1e12))
-    return t
+def moment_values(p: int, q: int) -> int:
+    """Length of ``similarity.cka_moments`` for widths p, q (float64 values)."""
+    return p * q + p * p + q * q + 3 * (p + q) + 6
 
 
-def step_model(d: dict, w: int, util: float) -> dict:
+def cka_forms(d: dict, w: int) -> list[tuple[str, int, int]]:
+    """(form, p, q) per SSCL layer as ``global_cka.choose_estimator`` picks them for the global batch W*B."""
+    return [(choose_estimator(d["cka_estimator"], p, q, w * BATCH), p, q) for p, q in d["sscl_pq"]]
+
+
+def collectives(d: dict, w: int, fused: bool) -> tuple[int, int]:
+    """(gathers incl. reduce-scatters, small all-reduces) per step after the first, the gradient all-reduce
+    excluded (timed on its own). ``fused``: as coded now (objective.py: one collective per kind for all layers);
+    otherwise the per-layer design it replaced (a shape check before every gather, one of each per layer)."""
+    gathers, allreduces = 0, 2                                  # trainer: _flags, _grads_finite
+    forms = {f for f, _, _ in cka_forms(d, w)} if fused else {"gram"}
+    n_sscl = len(d["sscl_pq"])
+    if n_sscl:
+        if fused:   # shape check, z_a gather, its reduce-scatter, [Gram-form CKA gather]; value, [moments]
+            gathers += 3 + ("gram" in forms)
+            allreduces += 1 + ("moments" in forms)
+        else:       # per layer: 3 shape checks, z_a gather + reduce-scatter, s and a feature gathers; value
+            gathers += 7 * n_sscl
+            allreduces += n_sscl
+    if d["tcl_layers"]:
+        if fused:   # shape check, keys gather, its reduce-scatter, [labels]; value
+            gathers += 3 + bool(d["label_row"])
+            allreduces += 1
+        else:       # per layer: shape check, keys gather + reduce-scatter, label check + gather; value
+            gathers += 5 * d["tcl_layers"]
+            allreduces += d["tcl_layers"]
+    return gathers, allreduces
+
+
+def gram_time(p: int, q: int, n: int) -> float:
+    """linear_cka on gathered [n, p], [n, q] features, replicated on every GPU: float64 Grams + elementwise
+    passes over [n, n], the larger of the fp64 FLOP time and the HBM time."""
+    return max(2 * n * n * (p + q) / (PEAK_FP64_TFLOPS * 1e12), CKA_PASSES * 8 * n * n / (HBM_TBPS * 1e12))
+
+
+def step_model(d: dict, w: int, util: float, fused: bool = True) -> dict:
+    """Seconds per step of each part at W = w. ``fused=False``: the per-layer design with Gram-form CKA."""
     grad = t_allreduce(GRAD_BYTES * d["params"], w)
     # forward all-gather + backward reduce-scatter of the embeddings (equal cost)
     embed = 2 * ((w - 1) * d["embed_row"] / busbw(w))
-    cka = (w - 1) * (d["cka_row"] + d["label_row"]) / busbw(w)
-    latency = d["gathers"] * (w - 1) * alpha(w) + d["allreduces"] * 2 * (w - 1) * alpha(w)
+    forms = cka_forms(d, w) if fused else [("gram", p, q) for p, q in d["sscl_pq"]]
+    n = w * BATCH
+    cka_traffic = (w - 1) * (d["label_row"] + sum(BATCH * (p + q) * FEATURE_BYTES
+                                                   for f, p, q in forms if f == "gram")) / busbw(w)
+    moments = sum(8 * moment_values(p, q) for f, p, q in forms if f == "moments")
+    cka_traffic += 2 * (w - 1) / w * moments / busbw(w)
+    cka_compute = sum(gram_time(p, q, n) if f == "gram" else
+                      2 * BATCH * (p * q + p * p + q * q) / (PEAK_FP64_TFLOPS * 1e12) for f, p, q in forms)
+    gathers, allreduces = collectives(d, w, fused)
+    latency = gathers * (w - 1) * alpha(w) + allreduces * t_allreduce(0, w)
     compute = BATCH * d["flops"] / (util * PEAK_BF16_TFLOPS * 1e12)
-    # fused: one all-gather (all rows), one reduce-scatter, one scalar all-reduce, no shape checks
-    n_fused_g = 2 if d["embed_row"] else (1 if d["cka_row"] or d["label_row"] else 0)
-    fused_latency = n_fused_g * (w - 1) * alpha(w) + 1 * 2 * (w - 1) * alpha(w)
-    # improved: fused gathers, tree all-reduces, feature-space CKA (no [N, N] Grams, no feature gather)
-    improved = (min(grad, t_allreduce_tree(GRAD_BYTES * d["params"], w)) + embed
-                + (w - 1) * d["label_row"] / busbw(w)
-                + (t_allreduce_tree(d["cka_cov_bytes"], w) if d["cka_cov_bytes"] else 0.0)
-                + n_fused_g * (w - 1) * alpha(w) + 2 * math.log2(w) * alpha(w))  # + one scalar all-reduce
-    return {"improved": improved, "grad": grad, "embed": embed, "cka_gather": cka, "latency": latency,
-            "fused_latency": fused_latency,
-            "cka_compute": cka_time(d, w), "compute": compute}
+    overhead = grad + embed + cka_traffic + latency + cka_compute
+    return {"grad": grad, "embed": embed, "cka_traffic": cka_traffic, "latency": latency,
+            "cka_compute": cka_compute, "compute": compute, "overhead": overhead, "collectives": gathers + allreduces,
+            "efficiency": compute / (compute + overhead), "moment_layers": sum(f == "moments" for f, _, _ in forms)}
 
 
 def fmt_ms(s: float) -> str:
@@ -194,60 +211,49 @@ def main() -> None:
                f"and {busbw(16) / 1e9:.0f} GB/s across nodes ({LINK_EFFICIENCY:.0%} of nominal), alpha "
                f"{ALPHA_INTRA_US:g}/{ALPHA_INTER_US:g} us per ring step, bf16 peak {PEAK_BF16_TFLOPS:g} TFLOP/s at "
                f"{args.util:.0%} utilisation, gradients {GRAD_BYTES} B, embeddings {EMBED_BYTES} B, CKA features "
-               f"{FEATURE_BYTES} B per value.\n")
+               f"{FEATURE_BYTES} B per value, CKA moments 8 B.\n")
     rows = []
     for d in descs:
         peak_ips = PEAK_BF16_TFLOPS * 1e12 / d["flops"]
         rows.append([d["recipe"], d["student"], f"{d['params'] / 1e6:.2f}", f"{GRAD_BYTES * d['params'] / 2**20:.1f}",
                      f"{d['flops'] / 1e9:.1f}", f"{peak_ips:,.0f}", f"{args.util * peak_ips:,.0f}",
-                     f"{d['embed_row'] / 2**10:.0f}", f"{(d['cka_row'] + d['label_row']) / 2**10:.1f}",
-                     str(d["gathers"] + d["allreduces"] + 1)])
-    out.append("Per recipe (per GPU, per step; gathered rows grow x W at the receiver):\n")
+                     f"{d['embed_row'] / 2**10:.0f}", str(sum(collectives(d, 8, False)) + 1),
+                     str(step_model(d, 8, args.util)["collectives"] + 1)])
+    out.append("Per recipe (per GPU, per step; gathered rows grow x W at the receiver; collectives include the "
+               "gradient all-reduce):\n")
     out.append(markdown_table(["recipe", "student", "trainable params (M)", "gradient all-reduce (MiB)",
                                "GFLOP/img (fwd+bwd, + teacher fwd)", "img/s at bf16 peak",
                                f"img/s at {args.util:.0%}", "gathered w/ grad per rank (KiB)",
-                               "gathered no grad per rank (KiB)", "collectives/step"], rows))
+                               "collectives/step, per-layer design", "collectives/step, as coded"], rows))
     for d in descs:
         if d["recipe"] not in ("imagenet_sscl_r34", "imagenet_stcl_sew34"):
             continue
         rows = []
         for w in WORLDS:
             s = step_model(d, w, args.util)
-            comm = s["grad"] + s["embed"] + s["cka_gather"] + s["latency"]
+            before = step_model(d, w, args.util, fused=False)
             parts = {"gradient all-reduce": s["grad"], "embedding gather": s["embed"],
-                     "CKA/label gather": s["cka_gather"], "collective latency": s["latency"]}
-            if d["cka_channels"]:
+                     "CKA/label traffic": s["cka_traffic"], "collective latency": s["latency"]}
+            if d["sscl_pq"]:
                 parts["CKA compute"] = s["cka_compute"]
             top = max(parts, key=parts.get)
-            total = comm + s["cka_compute"]
-            rows.append([str(w), fmt_ms(s["compute"]), fmt_ms(s["grad"]), fmt_ms(s["embed"]), fmt_ms(s["cka_gather"]),
-                         fmt_ms(s["latency"]), fmt_ms(s["fused_latency"]), fmt_ms(s["cka_compute"]),
-                         f"{total / s['compute']:.2f}", top,
-                         f"{s['compute'] / (s['compute'] + total):.0%}"])
-        out.append(f"\n{d['recipe']} ({d['student']}), ms per step:\n")
-        out.append(markdown_table(["W", "compute", "grad all-reduce", "embed gather fwd+bwd", "CKA/label gather",
-                                   "latency (as coded)", "latency (fused)", "CKA compute (replicated)",
-                                   "overhead / compute", "largest overhead", "scaling efficiency"], rows))
-    rows = []
-    for d in descs:
-        cells = []
-        for w in WORLDS:
-            s = step_model(d, w, args.util)
-            total = s["grad"] + s["embed"] + s["cka_gather"] + s["latency"] + s["cka_compute"]
-            cells.append(f"{s['compute'] / (s['compute'] + total):.0%}")
-        rows.append([d["recipe"], *cells])
-    out.append("\nScaling efficiency (compute / (compute + exposed overhead)), all recipes, as coded (ring):\n")
-    out.append(markdown_table(["recipe", *(f"W={w}" for w in WORLDS)], rows))
-    rows = []
-    for d in descs:
-        cells = []
-        for w in WORLDS:
-            s = step_model(d, w, args.util)
-            cells.append(f"{s['compute'] / (s['compute'] + s['improved']):.0%}")
-        rows.append([d["recipe"], *cells])
-    out.append("\nScaling efficiency with the fixes of docs/PERFORMANCE.md (fused gathers, tree all-reduce, "
-               "feature-space CKA):\n")
-    out.append(markdown_table(["recipe", *(f"W={w}" for w in WORLDS)], rows))
+            rows.append([str(w), fmt_ms(s["compute"]), fmt_ms(s["grad"]), fmt_ms(s["embed"]),
+                         fmt_ms(s["cka_traffic"]), fmt_ms(s["latency"]), fmt_ms(s["cka_compute"]),
+                         f"{s['moment_layers']}/{len(d['sscl_pq'])}" if d["sscl_pq"] else "-",
+                         f"{s['overhead'] / s['compute']:.2f}", top, f"{s['efficiency']:.0%}",
+                         f"{before['efficiency']:.0%}"])
+        out.append(f"\n{d['recipe']} ({d['student']}), ms per step, as coded:\n")
+        out.append(markdown_table(["W", "compute", "grad all-reduce", "embed gather fwd+bwd", "CKA/label traffic",
+                                   "collective latency", "CKA compute (replicated)", "CKA layers in moment form",
+                                   "overhead / compute", "largest overhead", "scaling efficiency",
+                                   "efficiency, per-layer design"], rows))
+    for fused, title in ((False, "the per-layer design (a shape check before every gather, one collective of each "
+                                 "kind per layer, Gram-form CKA)"),
+                         (True, "as coded (one collective per kind for all layers, CKA form chosen per layer)")):
+        rows = [[d["recipe"], *(f"{step_model(d, w, args.util, fused)['efficiency']:.0%}" for w in WORLDS)]
+                for d in descs]
+        out.append(f"\nScaling efficiency (compute / (compute + exposed overhead)), all-reduces ring or tree, gathers ring, {title}:\n")
+        out.append(markdown_table(["recipe", *(f"W={w}" for w in WORLDS)], rows))
     text = "\n".join(out)
     print(text)
     if args.markdown:

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from distsnn import distributed as D  # noqa: E402
 from harness import median_ms  # noqa: E402
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig  # noqa: E402
-from distsnn.losses import build_objective, linear_cka, nce_critic_loss, temporal_supcon_loss  # noqa: E402
+from distsnn.losses import build_objective, nce_critic_loss, temporal_supcon_loss  # noqa: E402
+from distsnn.losses.global_cka import global_linear_cka  # noqa: E402
 
 T, D_EMB = 4, 128
 # ResNet-18 stage widths (the SSCL/TCL recipes' student and teacher).
@@ -73,7 +74,8 @@ def loss_cases(n_local: int, device: torch.device):
             F.normalize(z8, dim=-1), labels, validate=False).backward(),
         "nce_critic (D=128), 1 layer": lambda: nce_critic_loss(
             F.normalize(zs, dim=-1), F.normalize(za, dim=-1), num_data=1_281_167, log_z=5.0, validate=False).backward(),
-        "linear_cka [N, 512] (gathered, float64)": lambda: linear_cka(D.all_gather_no_grad(f_s), D.all_gather_no_grad(f_a)),
+        "CKA [N, 512] pair, Gram form (gather, [N, N] float64)": lambda: global_linear_cka([(f_s, f_a)], "gram"),
+        "CKA [N, 512] pair, moment form (all-reduce)": lambda: global_linear_cka([(f_s, f_a)], "moments"),
     }
     for name in ("tcl", "stcl", "sscl+stcl"):
         cases[f"objective {name}: 5 layers, ResNet-18 widths, 2x2 maps"] = _objective_case(name, n_local, device, g, labels)

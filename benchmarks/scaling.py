@@ -50,13 +50,16 @@ def make_teacher(path: Path) -> None:
     save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
 
 
-def launch(ranks: int, steps: int, out_dir: Path, name: str, teacher: Path, log: Path) -> Path:
-    """One training run through the deepspeed launcher; returns its metrics.jsonl."""
+def launch(ranks: int, steps: int, out_dir: Path, name: str, teacher: Path, log: Path, pin: bool) -> Path:
+    """One training run through the deepspeed launcher; returns its metrics.jsonl. ``pin``: the whole run
+    (ranks, their DALI threads, the launcher) is confined to ``ranks`` cores with taskset."""
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
     sets = {"run.out_dir": out_dir, "run.name": name, "run.max_steps": steps, "run.log_every_steps": 1,
             "run.plots": "false", "teacher.weights": teacher, "teacher.check_accuracy": "false",
             "telemetry.enabled": "false", "checkpoint.resume": "false"}
     cmd = [deepspeed, "--num_gpus", str(ranks), "launchers/train.py", "--config", "demo_sscl.yaml"]
+    if pin:
+        cmd = ["taskset", "-c", f"0-{ranks - 1}", *cmd]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -91,7 +94,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="runs per rank count, interleaved")
     p.add_argument("--markdown", help="also write the table to this file")
     p.add_argument("--keep", action="store_true", help="keep the run directories (printed)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not confine an N-rank run to N cores (then 1 rank also uses the idle cores)")
     args = p.parse_args()
+    if not args.no_pin and max(args.ranks) > os.cpu_count():
+        p.error(f"--ranks {max(args.ranks)} needs as many cores; this machine has {os.cpu_count()} (or --no-pin)")
     if args.steps <= args.warmup:
         p.error("--steps must exceed --warmup")
 
@@ -106,7 +113,7 @@ def main() -> None:
                 name = f"r{ranks}_{rep}"
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
-                metrics = launch(ranks, args.steps, tmp, name, teacher, tmp / f"{name}.log")
+                metrics = launch(ranks, args.steps, tmp, name, teacher, tmp / f"{name}.log", not args.no_pin)
                 s = summarise(read_steps(metrics, args.warmup), ranks)
                 s["load"] = (load0, os.getloadavg()[0])
                 runs[ranks].append(s)
