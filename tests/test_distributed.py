@@ -99,9 +99,10 @@ def run_cases(data, params, lo, hi, r):
     case("nce", lambda p: nce_critic_loss(*zs_za(p), 0.3, num_data=50, log_z=1.3), ["P3", "P4"])
     case("log_z", lambda p: estimate_log_z(*zs_za(p), 0.3, num_data=50), ["P3", "P4"])
     case("cka", lambda p: linear_cka(D.all_gather_no_grad(x), D.all_gather_no_grad(torch.tanh(xa))), [])
-    for form in ("gram", "moments", "auto"):   # auto: pair 1 (5 + 7 = N) Gram, pair 2 (2 + 3 < N) moments
+    outer = (x[:, :, None] * xa[:, None, :]).flatten(1)          # [b, 35]
+    for form in ("gram", "moments", "auto"):   # auto: pair 1 (35 + 7 >= 2N) Gram, pair 2 (2 + 3 < 2N) moments
         case(f"cka_{form}", lambda p, form=form: torch.stack(global_linear_cka(
-            [(x, torch.tanh(xa)), (x[:, :2], xa[:, :3].abs())], form)), [])
+            [(outer, torch.tanh(xa)), (x[:, :2], xa[:, :3].abs())], form)), [])
 
     torch.manual_seed(0)                       # identical heads/embedders on every rank
     obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
@@ -195,7 +196,8 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
     ref["gather"] = (loss.detach(), {"P1": torch.autograd.grad(loss, ps)[0]})
     assert ref["supcon_s1"][0].item() > 0                     # some anchors have positives
     # Both CKA forms against the Gram form of one process on the global batch.
-    cka_ref = torch.stack([linear_cka(data["x"], torch.tanh(data["xa"])),
+    outer = (data["x"][:, :, None] * data["xa"][:, None, :]).flatten(1)
+    cka_ref = torch.stack([linear_cka(outer, torch.tanh(data["xa"])),
                            linear_cka(data["x"][:, :2], data["xa"][:, :3].abs())])
     for form in ("gram", "moments", "auto"):
         torch.testing.assert_close(ref[f"cka_{form}"][0], cka_ref, rtol=1e-9, atol=1e-12)

@@ -111,13 +111,14 @@ def test_moments_form_edge_cases():
 
 def test_choice_of_form_and_both_forms_agree():
     assert choose_estimator("auto", 16, 16, 64) == "moments"
-    assert choose_estimator("auto", 512, 512, 256) == "gram"
+    assert choose_estimator("auto", 512, 512, 512) == "gram"
+    assert choose_estimator("auto", 512, 512, 513) == "moments"
     assert choose_estimator("gram", 4, 4, 1024) == "gram"
     with pytest.raises(ValueError, match="'svd'"):
         choose_estimator("svd", 4, 4, 8)
     g = torch.Generator().manual_seed(4)
-    pairs = [(torch.rand(20, 3, generator=g), torch.rand(20, 2, 2, 2, generator=g)),   # p+q = 11 < 20: moments
-             (torch.rand(20, 12, generator=g), torch.rand(20, 9, generator=g))]        # 21 >= 20: gram
+    pairs = [(torch.rand(20, 3, generator=g), torch.rand(20, 2, 2, 2, generator=g)),   # p+q = 11 < 2n: moments
+             (torch.rand(20, 12, generator=g), torch.rand(20, 30, generator=g))]       # 42 >= 2n = 40: gram
     auto = global_linear_cka(pairs, "auto")
     for form in ("gram", "moments"):
         for got, want in zip(global_linear_cka(pairs, form), auto):

@@ -112,7 +112,7 @@ class SSCLConfig:
     cka_weights: bool = knob(True, "weight layers by lambda_l = 1/CKA_l (Eq.20); false = plain NCE (Table 3 ablation)")
     cka_momentum: float = knob(0.0, "EMA momentum of the CKA estimate across mini-batches (0 = this batch only)", ge=0.0, lt=1.0)
     cka_min: float = knob(0.05, "CKA is clamped to at least this before 1/CKA", gt=0.0, le=1.0)
-    cka_estimator: Literal["auto", "gram", "moments"] = knob("auto", "how the global-batch CKA is computed (same value): 'gram' gathers the features for [n, n] Gram matrices; 'moments' all-reduces feature-space sums X'Y, X'X, Y'Y (memory and traffic independent of the batch); 'auto' = moments once the global batch exceeds the two features' widths")
+    cka_estimator: Literal["auto", "gram", "moments"] = knob("auto", "how the global-batch CKA is computed (same value): 'gram' gathers the features for [n, n] Gram matrices; 'moments' all-reduces feature-space sums X'Y, X'X, Y'Y (memory and traffic independent of the batch); 'auto' = moments once twice the global batch exceeds the two features' summed widths")
 
 
 @dataclass(kw_only=True)

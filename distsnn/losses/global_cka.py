@@ -16,12 +16,13 @@ ESTIMATORS = ("auto", "gram", "moments")
 def choose_estimator(estimator: str, p: int, q: int, n: int) -> str:
     """"gram" (gather the features, ``[n, n]`` Gram matrices: O(n^2 (p+q)) work, n (p+q) values moved) or
     "moments" (sum feature-space moments: O(b (p+q)^2) work, ~(p+q)^2 values all-reduced); "auto" takes
-    the moments once the global batch ``n`` exceeds the feature widths ``p + q``."""
+    the moments once twice the global batch ``n`` exceeds the feature widths ``p + q`` (the crossover measured
+    on CPU, benchmarks/RESULTS.md; past it the Gram form's [n, n] work and memory grow as n^2)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"CKA estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if estimator != "auto":
         return estimator
-    return "moments" if p + q < n else "gram"
+    return "moments" if 2 * n > p + q else "gram"
 
 
 def global_linear_cka(pairs: list[tuple[torch.Tensor, torch.Tensor]], estimator: str = "auto") -> list[torch.Tensor]:
