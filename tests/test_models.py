@@ -110,3 +110,54 @@ def test_timm_resnet_teacher_from_local_file(tmp_path):
     torch.testing.assert_close(out.logits, net.eval()(x))  # the wrapper runs timm's own layers
     assert out.features["stage4"].shape[1] == teacher.feature_channels["stage4"] == 512
     assert out.features["pooled"].shape == (2, 512)
+
+
+def saved_activation_bytes(model, x):
+    """Bytes autograd keeps for backward (unique storages, parameters excluded) over one forward."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.device.type != "meta":
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in params:
+                seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    return out, sum(seen.values())
+
+
+@pytest.mark.parametrize("name", ["spiking_resnet18", "sew_resnet18", "ann_resnet18"])
+def test_grad_checkpointing_same_gradients_and_batchnorm_stats_less_memory(name):
+    kw = {} if name.startswith("ann") else {"timesteps": 4}
+    torch.manual_seed(0)
+    plain = timm.create_model(name, **SMALL, **kw).train()
+    ckpt = timm.create_model(name, **SMALL, **kw).train()
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.set_grad_checkpointing()
+    x = torch.randn(4, 3, 32, 32)
+    out_p, saved_p = saved_activation_bytes(plain, x)
+    out_c, saved_c = saved_activation_bytes(ckpt, x)
+    torch.testing.assert_close(out_c, out_p, rtol=0, atol=0)
+    w = torch.randn_like(out_p)
+    (out_p * w).sum().backward()
+    (out_c * w).sum().backward()
+    for (n, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-6, atol=1e-7, msg=n)
+    # The recomputation in backward must not update BatchNorm's running statistics a second time.
+    for (n, b), c in zip(plain.named_buffers(), ckpt.buffers()):
+        torch.testing.assert_close(c, b, rtol=0, atol=0, msg=n)
+    assert saved_c < 0.6 * saved_p, (saved_c, saved_p)   # what is left: the stem, the stage inputs, the head
+    # Inference keeps the plain path (nothing to recompute).
+    with torch.no_grad():
+        torch.testing.assert_close(ckpt.eval()(x), plain.eval()(x))
+
+
+def test_config_switches_grad_checkpointing():
+    from distsnn.models.factory import build_student
+    cfg = load("demo_sscl.yaml", ["model.grad_checkpointing=true"])
+    assert build_student(cfg.model).grad_checkpointing is True
+    assert build_student(cfg.model, ann=True).grad_checkpointing is True
+    assert build_student(load("demo_sscl.yaml").model).grad_checkpointing is False

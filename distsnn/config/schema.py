@@ -53,6 +53,7 @@ class ModelConfig:
     neuron: NeuronConfig = field(default_factory=NeuronConfig, metadata={"help": "spiking neuron"})
     sync_batchnorm: bool = knob(False, "convert BatchNorm to SyncBatchNorm across ranks (GPU only)")
     channels_last: bool = knob(False, "channels-last memory format (GPU)")
+    grad_checkpointing: bool = knob(False, "recompute each stage's activations in backward: less activation memory for about one more forward (for large T or batch)")
 
 
 @dataclass(kw_only=True)

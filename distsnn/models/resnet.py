@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .output import ModelOutput
+from .stage_checkpoint import checkpointed
 
 ActFactory = Callable[[], nn.Module]
 
@@ -83,6 +84,7 @@ class ResNet(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes: {num_classes} must be >= 1")
         self.spiking = kind != "ann"
+        self.grad_checkpointing = False
         if self.spiking:
             if timesteps is None or int(timesteps) < 1:
                 raise ValueError(f"timesteps: {timesteps} must be >= 1 for a spiking network")
@@ -120,6 +122,10 @@ class ResNet(nn.Module):
             return conv_bn(in_chans, w, 3, 1), nn.Sequential(*rest, act()), nn.AvgPool2d(2)
         raise ValueError(f"stem: {stem!r} is not one of ['imagenet', 'cifar', 'cifar3']")
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch: recompute each stage's activations in backward (less memory, one more stage forward)."""
+        self.grad_checkpointing = bool(enable)
+
     def _check_input(self, x: torch.Tensor) -> bool:
         """True when ``x`` is a sequence ``[T, B, C, H, W]``; raises on a wrong rank or channel count."""
         if x.dim() == 4:
@@ -149,8 +155,9 @@ class ResNet(nn.Module):
                 h = h.unsqueeze(0).expand(T, *h.shape).reshape(T * h.shape[0], *h.shape[1:])
         h = self.stem_pool(self.stem_act(h))
         feats = {}
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for i, stage in enumerate(self.stages):
-            h = stage(h)
+            h = checkpointed(stage, h) if recompute else stage(h)
             if return_features:
                 feats[f"stage{i + 1}"] = self._unflatten(h)
         pooled = h.mean(dim=(2, 3))  # [T*B, C]
