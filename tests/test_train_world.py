@@ -28,7 +28,7 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("world")
     spec = {"cache": str(tmp / "cache"), "teacher": str(make_teacher(tmp / "teacher.safetensors"))}
     (tmp / "spec.json").write_text(json.dumps(spec))
-    cases = ([["method", m] for m in train_world.METHODS] + [["nan"], ["truncated"]]
+    cases = ([["method", m] for m in train_world.METHODS] + [["nan"], ["nan", "grad"], ["truncated"]]
              + [["eval", b] for b in EVAL_BATCHES] + [["dry_run"]])
     try:
         mp.spawn(train_world.worker, args=(W, str(tmp), free_port(), cases), nprocs=W, join=True)
@@ -66,8 +66,9 @@ def test_every_method_trains_with_a_finite_falling_loss(world, method):
 
 
 @pytest.mark.slow
-def test_nan_on_one_rank_skips_the_step_on_every_rank(world):
-    r0, r1 = result(world, "nan")
+@pytest.mark.parametrize("case", ["nan", "nan_grad"])   # a NaN loss; a finite loss with a NaN gradient
+def test_nan_on_one_rank_skips_the_step_on_every_rank(world, case):
+    r0, r1 = result(world, case)
     for r in (r0, r1):
         assert r["rc"] == 0
         assert r["skipped"] == 1

@@ -84,18 +84,26 @@ def case_method(tmp, base, rank, world, method, extra=()):
     write(tmp, name, rank, rec)
 
 
-def case_nan(tmp, base, rank, world):
-    """Rank 1's objective returns a NaN total once; weights are captured at the forwards around that iteration."""
-    tr = build(base + LEARN + ["run.name=nan", "method.name=baseline", "run.epochs=6"], rank, world)
-    forward, calls, snaps = tr.objective.forward, [0], {}
+def case_nan(tmp, base, rank, world, where="loss"):
+    """Once, on rank 1: the objective returns a NaN total (``where="loss"``), or a finite total whose backward
+    gives one weight a NaN gradient (``"grad"``). Weights are captured at the forwards around that iteration."""
+    name = "nan" if where == "loss" else f"nan_{where}"
+    tr = build(base + LEARN + [f"run.name={name}", "method.name=baseline", "run.epochs=6"], rank, world)
+    forward, calls, snaps, hooks = tr.objective.forward, [0], {}, []
+    weight = next(tr.engine.module.parameters())
 
     def wrapped(*args, **kwargs):
         calls[0] += 1
+        while hooks:
+            hooks.pop().remove()
         if calls[0] in (NAN_AT_CALL - 1, NAN_AT_CALL, NAN_AT_CALL + 1):
             snaps[calls[0]] = params(tr)  # the weights this iteration starts from
         out = forward(*args, **kwargs)
         if calls[0] == NAN_AT_CALL and rank == 1:
-            out = out._replace(total=out.total * float("nan"))
+            if where == "loss":
+                out = out._replace(total=out.total * float("nan"))
+            else:
+                hooks.append(weight.register_hook(lambda g: torch.full_like(g, float("nan"))))
         return out
 
     tr.objective.forward = wrapped
@@ -109,7 +117,7 @@ def case_nan(tmp, base, rank, world):
         rec["skipped_total_logged"] = [(r["step"], r["skipped_total"]) for r in
                                        map(json.loads, (tr.run.path / "metrics.jsonl").read_text().splitlines())
                                        if r.get("kind") == "step"]
-    write(tmp, "nan", rank, rec)
+    write(tmp, name, rank, rec)
 
 
 def case_truncated(tmp, base, rank, world):

@@ -208,13 +208,15 @@ class Trainer:
         return bad > 0, stop > 0
 
     def _grads_finite(self) -> bool:
-        """ZeRO 0 applies a NaN gradient to every weight (DEPENDENCY-FACTS.md): check, agreed across ranks."""
+        """ZeRO 0 applies a NaN gradient to every weight (DEPENDENCY-FACTS.md): check, agreed across ranks. At a
+        gradient-accumulation boundary DeepSpeed has just all-reduced the gradients, so every rank holds the same
+        values and reaches the same verdict without a collective; between boundaries they are rank-local."""
         if self.cfg.deepspeed.zero_stage > 0 or self.precision == "fp16":
             return True  # ZeRO 1/2 and the fp16 loss scaler skip non-finite steps themselves
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         local = torch.stack([g.float().norm() for g in grads]).sum() if grads else torch.zeros((), device=self.device)
         f = (~torch.isfinite(local)).float().reshape(1)
-        if dist.is_initialized():
+        if dist.is_initialized() and not self.engine.is_gradient_accumulation_boundary():
             dist.all_reduce(f, op=dist.ReduceOp.MAX)
         return f.item() == 0
 
