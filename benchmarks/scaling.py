@@ -11,12 +11,15 @@ from other processes falls on both alike; the load average is printed with every
 
     img/s total   = global batch x steps / sum(step_time_s)    (global batch = 32 x ranks)
     efficiency    = img/s(2 ranks) / (2 x img/s(1 rank))
+    vs independent = img/s(2 ranks) / img/s(two 1-rank runs at once on the same 2 cores, no communication):
+                    the cost of distribution alone, net of what the cores lose by sharing memory and caches
     data-wait     = sum(data_wait_s) / sum(step_time_s)
 
 The teacher is a randomly initialised ``ann_resnet20`` x0.125 saved to a temporary safetensors file (its
 accuracy does not change the step's cost). Usage::
 
     .venv/bin/python benchmarks/scaling.py [--ranks 1 2] [--steps 40] [--warmup 5] [--repeats 2] [--markdown F]
+        [--set method.name=baseline] [--no-pin]
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -50,25 +54,41 @@ def make_teacher(path: Path) -> None:
     save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
 
 
-def launch(ranks: int, steps: int, out_dir: Path, name: str, teacher: Path, log: Path, pin: bool) -> Path:
-    """One training run through the deepspeed launcher; returns its metrics.jsonl. ``pin``: the whole run
-    (ranks, their DALI threads, the launcher) is confined to ``ranks`` cores with taskset."""
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(ranks: int, cores: str | None, steps: int, out_dir: Path, name: str, teacher: Path, log: Path,
+          extra: list[str]) -> subprocess.Popen:
+    """Start one training run through the deepspeed launcher (its own master port); ``cores``: taskset list
+    confining the whole run (ranks, their DALI threads, the launcher), or None."""
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
     sets = {"run.out_dir": out_dir, "run.name": name, "run.max_steps": steps, "run.log_every_steps": 1,
             "run.plots": "false", "teacher.weights": teacher, "teacher.check_accuracy": "false",
             "telemetry.enabled": "false", "checkpoint.resume": "false"}
-    cmd = [deepspeed, "--num_gpus", str(ranks), "launchers/train.py", "--config", "demo_sscl.yaml"]
-    if pin:
-        cmd = ["taskset", "-c", f"0-{ranks - 1}", *cmd]
+    cmd = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port()), "launchers/train.py",
+           "--config", "demo_sscl.yaml"]
+    if cores is not None:
+        cmd = ["taskset", "-c", cores, *cmd]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
+    for kv in extra:
+        cmd += ["--set", kv]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))
     with open(log, "w") as f:
-        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    proc.metrics, proc.log = out_dir / name / "metrics.jsonl", log
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> Path:
+    rc = proc.wait()
     if rc != 0:
-        sys.exit(f"scaling: {ranks}-rank run exited with code {rc}; log: {log}")
-    return out_dir / name / "metrics.jsonl"
+        sys.exit(f"scaling: run exited with code {rc}; log: {proc.log}")
+    return proc.metrics
 
 
 def read_steps(metrics: Path, warmup: int) -> list[dict]:
@@ -94,6 +114,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="runs per rank count, interleaved")
     p.add_argument("--markdown", help="also write the table to this file")
     p.add_argument("--keep", action="store_true", help="keep the run directories (printed)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override passed to every run (e.g. method.name=baseline to leave out the losses)")
     p.add_argument("--no-pin", action="store_true",
                    help="do not confine an N-rank run to N cores (then 1 rank also uses the idle cores)")
     args = p.parse_args()
@@ -106,17 +128,28 @@ def main() -> None:
     teacher = tmp / "teacher.safetensors"
     make_teacher(teacher)
     print(f"machine: {machine_line()}", flush=True)
-    runs: dict[int, list[dict]] = {r: [] for r in args.ranks}
+    kinds = [("data-parallel", r) for r in args.ranks] + [("independent", r) for r in args.ranks if r > 1]
+    runs: dict[tuple[str, int], list[dict]] = {k: [] for k in kinds}
     try:
         for rep in range(args.repeats):
-            for ranks in args.ranks:
-                name = f"r{ranks}_{rep}"
+            for kind, ranks in kinds:
+                name = f"{kind[0]}{ranks}_{rep}"
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
-                metrics = launch(ranks, args.steps, tmp, name, teacher, tmp / f"{name}.log", not args.no_pin)
-                s = summarise(read_steps(metrics, args.warmup), ranks)
-                s["load"] = (load0, os.getloadavg()[0])
-                runs[ranks].append(s)
+                if kind == "data-parallel":
+                    cores = None if args.no_pin else f"0-{ranks - 1}"
+                    procs = [start(ranks, cores, args.steps, tmp, name, teacher, tmp / f"{name}.log", args.sets)]
+                else:  # N 1-rank runs at once on the same N cores: what they give with no communication
+                    cores = None if args.no_pin else f"0-{ranks - 1}"
+                    procs = [start(1, cores, args.steps, tmp, f"{name}_{i}", teacher, tmp / f"{name}_{i}.log",
+                                   args.sets) for i in range(ranks)]
+                parts = [summarise(read_steps(finish(pr), args.warmup), 1 if kind == "independent" else ranks)
+                         for pr in procs]
+                s = {"img_s": sum(x["img_s"] for x in parts),
+                     "median_step_s": statistics.median(x["median_step_s"] for x in parts),
+                     "wait_share": statistics.mean(x["wait_share"] for x in parts),
+                     "load": (load0, os.getloadavg()[0])}
+                runs[(kind, ranks)].append(s)
                 print(f"run {name}: {s['img_s']:.1f} img/s, median step {1e3 * s['median_step_s']:.0f} ms, "
                       f"data wait {100 * s['wait_share']:.2f} %, load avg (1 min) {load0:.2f} -> "
                       f"{s['load'][1]:.2f}, wall {time.perf_counter() - t0:.0f} s", flush=True)
@@ -126,19 +159,24 @@ def main() -> None:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    base = statistics.median(s["img_s"] for s in runs[min(args.ranks)]) / min(args.ranks)
+    one = min(args.ranks)
+    base = statistics.median(s["img_s"] for s in runs[("data-parallel", one)]) / one
     rows = []
-    for ranks in args.ranks:
-        rs = runs[ranks]
+    for kind, ranks in kinds:
+        rs = runs[(kind, ranks)]
         total = statistics.median(s["img_s"] for s in rs)
         loads = [x for s in rs for x in s["load"]]
-        rows.append([str(ranks), f"{total:.1f}", f"{total / ranks:.1f}", f"{total / (ranks * base):.2f}",
+        indep = runs.get(("independent", ranks))
+        vs_indep = total / statistics.median(s["img_s"] for s in indep) if indep and kind == "data-parallel" else None
+        label = f"{ranks}" if kind == "data-parallel" else f"{ranks} x 1, independent runs at once"
+        rows.append([label, f"{total:.1f}", f"{total / ranks:.1f}", f"{total / (ranks * base):.2f}",
+                     f"{vs_indep:.2f}" if vs_indep else "-",
                      f"{100 * statistics.median(s['wait_share'] for s in rs):.2f} %",
                      f"{1e3 * statistics.median(s['median_step_s'] for s in rs):.0f}",
                      ", ".join(f"{s['img_s']:.1f}" for s in rs), f"{min(loads):.1f}-{max(loads):.1f}"])
-    table = markdown_table(["ranks", "img/s total", "img/s per rank",
-                            f"efficiency vs {min(args.ranks)}-rank x ranks", "data-wait share",
-                            "median step (ms)", "img/s of each run", "load avg (1 min)"], rows)
+    table = markdown_table(["ranks", "img/s total", "img/s per rank", f"efficiency vs {one}-rank x ranks",
+                            "efficiency vs independent runs", "data-wait share", "median step (ms)",
+                            "img/s of each run", "load avg (1 min)"], rows)
     print()
     print(table)
     if args.markdown:

@@ -274,13 +274,13 @@ class Trainer:
                 if boundary:
                     self.step += 1
                     self._after_step(out, progress, summary, epoch, t_end - t_prev, data_wait)
-                t_prev = time.perf_counter()
                 if stop:
                     _log(f"{self.stop.signal_name or 'stop signal'} received: every rank stops at step {self.step}")
                     self.save()
                     return exit_codes.RETRY
                 if boundary and cfg.checkpoint.every_steps and self.step % cfg.checkpoint.every_steps == 0:
                     self.save()
+                t_prev = time.perf_counter()  # after any checkpoint: its time is neither data wait nor step time
                 if self.step >= self.total_steps:
                     break
             epoch_done = self.train_loader.pos == 0
