@@ -61,16 +61,19 @@ def free_port() -> int:
 
 
 def start(ranks: int, cores: str | None, steps: int, out_dir: Path, name: str, teacher: Path, log: Path,
-          extra: list[str]) -> subprocess.Popen:
+          extra: list[str], bind: bool = False) -> subprocess.Popen:
     """Start one training run through the deepspeed launcher (its own master port); ``cores``: taskset list
-    confining the whole run (ranks, their DALI threads, the launcher), or None."""
+    confining the whole run (ranks, their DALI threads, the launcher), or None. ``bind``: instead, each rank gets
+    its own share of ``cores`` (deepspeed ``--bind_cores_to_rank``, which runs numactl)."""
     deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
     sets = {"run.out_dir": out_dir, "run.name": name, "run.max_steps": steps, "run.log_every_steps": 1,
             "run.plots": "false", "teacher.weights": teacher, "teacher.check_accuracy": "false",
             "telemetry.enabled": "false", "checkpoint.resume": "false"}
-    cmd = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port()), "launchers/train.py",
-           "--config", "demo_sscl.yaml"]
-    if cores is not None:
+    cmd = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())]
+    if bind:
+        cmd += ["--bind_cores_to_rank", "--bind_core_list", cores]
+    cmd += ["launchers/train.py", "--config", "demo_sscl.yaml"]
+    if cores is not None and not bind:
         cmd = ["taskset", "-c", cores, *cmd]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
@@ -116,9 +119,14 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the run directories (printed)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="config override passed to every run (e.g. method.name=baseline to leave out the losses)")
+    p.add_argument("--bind", action="store_true",
+                   help="one core per rank (deepspeed --bind_cores_to_rank, needs numactl); independent runs: one "
+                        "core each")
     p.add_argument("--no-pin", action="store_true",
                    help="do not confine an N-rank run to N cores (then 1 rank also uses the idle cores)")
     args = p.parse_args()
+    if args.bind and (args.no_pin or not shutil.which("numactl")):
+        p.error("--bind needs numactl (apt-get install numactl) and excludes --no-pin")
     if not args.no_pin and max(args.ranks) > os.cpu_count():
         p.error(f"--ranks {max(args.ranks)} needs as many cores; this machine has {os.cpu_count()} (or --no-pin)")
     if args.steps <= args.warmup:
@@ -137,12 +145,13 @@ def main() -> None:
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 if kind == "data-parallel":
-                    cores = None if args.no_pin else f"0-{ranks - 1}"
-                    procs = [start(ranks, cores, args.steps, tmp, name, teacher, tmp / f"{name}.log", args.sets)]
+                    cores = None if args.no_pin else ",".join(map(str, range(ranks)))
+                    procs = [start(ranks, cores, args.steps, tmp, name, teacher, tmp / f"{name}.log", args.sets,
+                                   bind=args.bind)]
                 else:  # N 1-rank runs at once on the same N cores: what they give with no communication
-                    cores = None if args.no_pin else f"0-{ranks - 1}"
-                    procs = [start(1, cores, args.steps, tmp, f"{name}_{i}", teacher, tmp / f"{name}_{i}.log",
-                                   args.sets) for i in range(ranks)]
+                    procs = [start(1, None if args.no_pin else (str(i) if args.bind else f"0-{ranks - 1}"),
+                                   args.steps, tmp, f"{name}_{i}", teacher, tmp / f"{name}_{i}.log", args.sets)
+                             for i in range(ranks)]
                 parts = [summarise(read_steps(finish(pr), args.warmup), 1 if kind == "independent" else ranks)
                          for pr in procs]
                 s = {"img_s": sum(x["img_s"] for x in parts),
