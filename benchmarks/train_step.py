@@ -7,7 +7,8 @@ residual addition, U_pre = 0.25 U + x, spike at >= 0.5, hard reset to 0, sigmoid
 cross-entropy of the time-averaged logits. SpikingJelly is fed ``x.unsqueeze(0).repeat(T, 1, 1, 1, 1)`` in
 multi-step mode with ``functional.reset_net`` before each step; distsnn is timed both on the static image (its
 normal path: the stem conv runs once and is repeated over T) and on the same repeated sequence as SpikingJelly,
-and with per-stage activation checkpointing (``model.grad_checkpointing``: memory for recomputation).
+and with per-stage activation checkpointing (``model.grad_checkpointing``: memory for recomputation). The last
+distsnn row is the whole SSCL step of the ImageNet recipe (teacher forward + objective on top of the student).
 
 Memory: bytes autograd saves for backward during the forward (unique storages, parameters excluded) -- a
 deterministic count of the activation memory, unlike RSS on a shared machine with a caching malloc.
@@ -32,11 +33,12 @@ NEURON = dict(decay=0.25, threshold=0.5, surrogate="sigmoid", surrogate_width=4.
 
 
 class Contender:
-    """A model, its optimizer and how it is fed: ``step()`` runs forward + backward + SGD step."""
+    """A model, its optimizer and how it is fed: ``step()`` runs forward + backward + SGD step. ``loss_fn(x, y)``
+    replaces the default loss (cross-entropy of the time-averaged logits of ``model(x)``)."""
 
-    def __init__(self, name: str, model: torch.nn.Module, feed, samples: int, before_forward=None):
+    def __init__(self, name: str, model: torch.nn.Module, feed, samples: int, before_forward=None, loss_fn=None):
         self.name, self.model, self.feed, self.samples = name, model, feed, samples
-        self.before_forward = before_forward
+        self.before_forward, self.loss_fn = before_forward, loss_fn
         self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         self.params = sum(p.numel() for p in model.parameters())
 
@@ -44,6 +46,8 @@ class Contender:
         x, y = self.feed()
         if self.before_forward is not None:
             self.before_forward()
+        if self.loss_fn is not None:
+            return self.loss_fn(x, y)
         logits = self.model(x)
         if logits.dim() == 3:  # [T, B, K]: rate decoding
             logits = logits.mean(0)
@@ -92,10 +96,33 @@ def contenders(arch: str, T: int, B: int, image: int, with_reference: bool) -> l
         functional.set_step_mode(sj, "m")
         out.append(Contender(f"SpikingJelly 2.0 spiking_{arch}", sj, lambda: (seq, labels), B,
                              before_forward=lambda: functional.reset_net(sj)))
+    out.append(sscl_contender(arch, T, images, labels, B))
     ann_labels = labels.repeat(T)
     out.append(Contender(f"ANN {arch} (ReLU), batch T*B", timm.create_model(f"ann_{arch}", num_classes=1000),
                          lambda: (seq.flatten(0, 1), ann_labels), T * B))
     return out
+
+
+def sscl_contender(arch: str, T: int, images, labels, B: int) -> Contender:
+    """The whole SSCL step of ``imagenet_sscl_<arch>.yaml``'s method: the student with features, the frozen ANN
+    teacher's forward, the five layer NCE terms with their embedders and the 1/CKA weights (one process: the gathers
+    are the identity). The optimizer holds the student and the objective's embedders."""
+    from distsnn.config import load
+    from distsnn.losses import build_objective
+
+    method = load(f"imagenet_sscl_{arch.replace('resnet', 'r')}.yaml").method
+    student = timm.create_model(f"spiking_{arch}", num_classes=1000, timesteps=T, **NEURON)
+    teacher = timm.create_model(f"ann_{arch}", num_classes=1000).eval().requires_grad_(False)
+    objective = build_objective(method, student.feature_channels, teacher.feature_channels, num_data=1_281_167)
+    both = torch.nn.ModuleDict({"student": student, "objective": objective})
+
+    def loss_fn(x, y):
+        with torch.no_grad():
+            t_out = teacher(x, return_features=True)
+        return objective([student(x, return_features=True)], y, t_out).total
+
+    return Contender(f"distsnn SSCL step: spiking_{arch} + ANN teacher + 5 NCE layers", both,
+                     lambda: (images, labels), B, loss_fn=loss_fn)
 
 
 def run_arch(arch: str, args) -> list[list[str]]:
