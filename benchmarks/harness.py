@@ -5,6 +5,7 @@ import contextlib
 import datetime
 import os
 import platform
+import socket
 import statistics
 import time
 
@@ -112,6 +113,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def free_port() -> int:
+    """A free TCP port for a rendezvous, so that concurrent jobs on one machine do not collide on 29500."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def emit_table_report(notes: list[str], header: list[str], rows: list[list[str]], markdown_path: str | None) -> str:
+    """The machine line, the ``notes`` lines (what was run) and the table, printed and written by
+    :func:`emit_report`."""
+    return emit_report("\n".join([f"Machine: {machine_line()}.", *notes, "", markdown_table(header, rows)]),
+                       markdown_path)
 
 
 def emit_report(report: str, markdown_path: str | None) -> str:

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from harness import SavedBytes, emit_report, interleaved_median_ms, machine_line, markdown_table, memcpy_bandwidth
+from harness import SavedBytes, emit_table_report, interleaved_median_ms, memcpy_bandwidth
 
 from distsnn.spiking import lif_fused, lif_reference
 
@@ -116,16 +116,12 @@ def main(argv=None) -> str:
 
     header = ["implementation", "shape [T,B,C,H,W]", "fwd+bwd ms (median)", "speed-up vs SJ",
               "saved for bwd (MiB)", "saved / SJ", "time / traffic bound (bound ms)"]
-    report = "\n".join([
-        f"Machine: {machine_line()}.",
+    return emit_table_report([
         f"memcpy bandwidth {bandwidth / 1e9:.2f} GB/s; bound = {TRAFFIC_PASSES} float32 passes over [T, N]; "
         f"median of {args.repeats} rounds (implementations interleaved) after {args.warmup} warm-up rounds; "
         "sigmoid surrogate alpha 4; saved = unique storages packed by autograd, inputs included.",
         f"Agreement on a small input: {agreement}.",
-        "",
-        markdown_table(header, rows),
-    ])
-    return emit_report(report, args.markdown)
+    ], header, rows, args.markdown)
 
 
 if __name__ == "__main__":

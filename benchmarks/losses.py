@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from distsnn import distributed as D  # noqa: E402
-from harness import median_ms  # noqa: E402
+from harness import markdown_table, median_ms  # noqa: E402
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig  # noqa: E402
 from distsnn.losses import build_objective, nce_critic_loss, temporal_supcon_loss  # noqa: E402
 from distsnn.losses.global_cka import global_linear_cka  # noqa: E402
@@ -39,11 +39,6 @@ class _Out(tuple):
     features = property(lambda self: self[1])
 
 
-
-
-def table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def timed(fn, device, repeats, barrier=True):
@@ -132,7 +127,7 @@ def run(rank_id, args, tmp):
         print(f"{datetime.date.today()}, torch {torch.__version__}, device {device}, torch threads "
               f"{torch.get_num_threads()}, {os.cpu_count()} CPUs, load average {load}")
         print(f"\nreference: torchvision resnet18 forward+backward, batch {args.model_batch}, 224x224: {ref:.1f} ms\n")
-        print(table(["loss (forward + backward)", "global rows N", "ranks W", "ms / call (rank 0)",
+        print(markdown_table(["loss (forward + backward)", "global rows N", "ranks W", "ms / call (rank 0)",
                               "x resnet18 step"], rows))
     if args.world > 1:
         torch.distributed.barrier()

@@ -14,13 +14,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import free_port  # noqa: E402
 CONFIG = "study_digits.yaml"
 TEACHER = "study_teacher"
 # name -> (label, overrides); the SSCL ablation of its Table 3 is sscl_nocka (plain NCE) vs sscl (NCE x 1/CKA).
@@ -33,13 +35,6 @@ VARIANTS = {
     "sscl": ("SSCL: NCE x 1/CKA (Eq.20)", ["method.name=sscl", "method.sscl.cka_weights=true"]),
     "sscl+stcl": ("SSCL + STCL", ["method.name=sscl+stcl", "method.tcl.weight=5.0"]),
 }
-
-
-def free_port() -> int:
-    """A free TCP port for the rendezvous, so that concurrent jobs on one machine do not collide on 29500."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(name: str, overrides: list[str], out: Path, ranks: int) -> None:

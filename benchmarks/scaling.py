@@ -30,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import machine_line, markdown_table  # noqa: E402
+from harness import free_port, machine_line, markdown_table  # noqa: E402
 
 PER_RANK_BATCH = 32  # demo_sscl.yaml data.batch_size
 
@@ -52,12 +51,6 @@ def make_teacher(path: Path) -> None:
     from distsnn.models import save_weights
 
     save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(ranks: int, cores: str | None, steps: int, out_dir: Path, name: str, teacher: Path, log: Path,

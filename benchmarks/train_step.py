@@ -25,7 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from harness import SavedBytes, emit_report, interleaved_median_ms, machine_line, markdown_table
+from harness import SavedBytes, emit_table_report, interleaved_median_ms
 
 import distsnn.models  # noqa: F401  (registers the models with timm)
 
@@ -168,17 +168,13 @@ def main(argv=None) -> str:
         rows += run_arch(arch, args)
     header = ["contender", "samples/step", "ms/step (median)", "samples/s", "throughput vs SJ",
               "saved for bwd (MiB)", "saved / SJ", "params (M)", "ms above the ANN (same convs)"]
-    report = "\n".join([
-        f"Machine: {machine_line()}.",
+    return emit_table_report([
         f"T={args.timesteps}, B={args.batch}, {args.image}x{args.image} images, 1000 classes, SGD momentum; "
         f"median of {args.steps} rounds (contenders interleaved) after {args.warmup} warm-up rounds. A sample is "
         f"one image (over T steps for the SNNs); the ANN row runs T*B images per step, i.e. the same conv work. "
         f"Memory = bytes saved for backward (unique storages, parameters excluded). The ANN does the same "
         f"convolutions with ReLU for LIF: 'ms above the ANN' is what the neurons (and time handling) cost.",
-        "",
-        markdown_table(header, rows),
-    ])
-    return emit_report(report, args.markdown)
+    ], header, rows, args.markdown)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ def global_linear_cka(pairs: list[tuple[torch.Tensor, torch.Tensor]], estimator:
     one all-gather, those that use the moment form one all-reduce, whatever the number of layers. Every rank
     must hold the same shapes (the caller checks; see ``distsnn.distributed.check_same_shapes``)."""
     w = world_size()
-    forms = [choose_estimator(estimator, math.prod(X.shape[1:]), math.prod(Y.shape[1:]), X.shape[0] * w)
-             for X, Y in pairs]
+    widths = [(math.prod(X.shape[1:]), math.prod(Y.shape[1:])) for X, Y in pairs]
+    forms = [choose_estimator(estimator, p, q, X.shape[0] * w) for (p, q), (X, _) in zip(widths, pairs)]
     out: list[torch.Tensor | None] = [None] * len(pairs)
 
     gram = [k for k, f in enumerate(forms) if f == "gram"]
@@ -49,6 +49,5 @@ def global_linear_cka(pairs: list[tuple[torch.Tensor, torch.Tensor]], estimator:
         if w > 1:
             dist.all_reduce(summed, op=dist.ReduceOp.SUM)
         for k, m in zip(moments, summed.split([v.numel() for v in local])):
-            X, Y = pairs[k]
-            out[k] = linear_cka_from_moments(m, math.prod(X.shape[1:]), math.prod(Y.shape[1:]))
+            out[k] = linear_cka_from_moments(m, *widths[k])
     return out

@@ -17,12 +17,11 @@ def build_student(model_cfg, ann: bool = False) -> nn.Module:
         from .registry import ann_counterpart
         model = timm.create_model(ann_counterpart(name), num_classes=model_cfg.num_classes,
                                   width_multiplier=model_cfg.width_multiplier)
-        model.set_grad_checkpointing(model_cfg.grad_checkpointing)
-        return model
-    n = model_cfg.neuron
-    model = timm.create_model(name, num_classes=model_cfg.num_classes, timesteps=model_cfg.timesteps,
-                              decay=n.decay, threshold=n.threshold, surrogate=n.surrogate,
-                              surrogate_width=n.surrogate_width, implementation=n.implementation,
-                              width_multiplier=model_cfg.width_multiplier)
+    else:
+        n = model_cfg.neuron
+        model = timm.create_model(name, num_classes=model_cfg.num_classes, timesteps=model_cfg.timesteps,
+                                  decay=n.decay, threshold=n.threshold, surrogate=n.surrogate,
+                                  surrogate_width=n.surrogate_width, implementation=n.implementation,
+                                  width_multiplier=model_cfg.width_multiplier)
     model.set_grad_checkpointing(model_cfg.grad_checkpointing)
     return model

@@ -214,8 +214,8 @@ class Trainer:
         if self.cfg.deepspeed.zero_stage > 0 or self.precision == "fp16":
             return True  # ZeRO 1/2 and the fp16 loss scaler skip non-finite steps themselves
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        local = torch.stack([g.float().norm() for g in grads]).sum() if grads else torch.zeros((), device=self.device)
-        f = (~torch.isfinite(local)).float().reshape(1)
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        f = (~torch.isfinite(norm)).float().reshape(1)
         if dist.is_initialized() and not self.engine.is_gradient_accumulation_boundary():
             dist.all_reduce(f, op=dist.ReduceOp.MAX)
         return f.item() == 0
