@@ -140,24 +140,25 @@ def cka_forms(d: dict, w: int) -> list[tuple[str, int, int]]:
     return [(choose_estimator(d["cka_estimator"], p, q, w * BATCH), p, q) for p, q in d["sscl_pq"]]
 
 
-def collectives(d: dict, w: int, fused: bool) -> tuple[int, int]:
+def collectives(d: dict, fused: bool) -> tuple[int, int]:
     """(gathers incl. reduce-scatters, small all-reduces) per step after the first, the gradient all-reduce
-    excluded (timed on its own). ``fused``: as coded now (objective.py: one collective per kind for all layers);
-    otherwise the per-layer design it replaced (a shape check before every gather, one of each per layer)."""
-    gathers, allreduces = 0, 2                                  # trainer: _flags, _grads_finite
-    forms = {f for f, _, _ in cka_forms(d, w)} if fused else {"gram"}
+    excluded (timed on its own). ``fused``: as coded now (objective.py: one collective per kind for all layers,
+    shape checks as all-reduces); otherwise the per-layer design it replaced (a shape check before every
+    gather, one of each per layer)."""
+    # trainer: _flags, and in the per-layer design also _grads_finite (now free at an accumulation boundary)
+    gathers, allreduces = 0, 1 if fused else 2
     n_sscl = len(d["sscl_pq"])
     if n_sscl:
-        if fused:   # shape check, z_a gather, its reduce-scatter, [Gram-form CKA gather]; value, [moments]
-            gathers += 3 + ("gram" in forms)
-            allreduces += 1 + ("moments" in forms)
+        if fused:   # one gather (z_a + Gram-form CKA rows) and its reduce-scatter; shape check, values + CKA moments
+            gathers += 2
+            allreduces += 2
         else:       # per layer: 3 shape checks, z_a gather + reduce-scatter, s and a feature gathers; value
             gathers += 7 * n_sscl
             allreduces += n_sscl
     if d["tcl_layers"]:
-        if fused:   # shape check, keys gather, its reduce-scatter, [labels]; value
-            gathers += 3 + bool(d["label_row"])
-            allreduces += 1
+        if fused:   # keys gather, its reduce-scatter, [labels]; shape check, value
+            gathers += 2 + bool(d["label_row"])
+            allreduces += 2
         else:       # per layer: shape check, keys gather + reduce-scatter, label check + gather; value
             gathers += 5 * d["tcl_layers"]
             allreduces += d["tcl_layers"]
@@ -183,7 +184,7 @@ def step_model(d: dict, w: int, util: float, fused: bool = True) -> dict:
     cka_traffic += 2 * (w - 1) / w * moments / busbw(w)
     cka_compute = sum(gram_time(p, q, n) if f == "gram" else
                       2 * BATCH * (p * q + p * p + q * q) / (PEAK_FP64_TFLOPS * 1e12) for f, p, q in forms)
-    gathers, allreduces = collectives(d, w, fused)
+    gathers, allreduces = collectives(d, fused)
     latency = gathers * (w - 1) * alpha(w) + allreduces * t_allreduce(0, w)
     compute = BATCH * d["flops"] / (util * PEAK_BF16_TFLOPS * 1e12)
     overhead = grad + embed + cka_traffic + latency + cka_compute
@@ -217,7 +218,7 @@ def main() -> None:
         peak_ips = PEAK_BF16_TFLOPS * 1e12 / d["flops"]
         rows.append([d["recipe"], d["student"], f"{d['params'] / 1e6:.2f}", f"{GRAD_BYTES * d['params'] / 2**20:.1f}",
                      f"{d['flops'] / 1e9:.1f}", f"{peak_ips:,.0f}", f"{args.util * peak_ips:,.0f}",
-                     f"{d['embed_row'] / 2**10:.0f}", str(sum(collectives(d, 8, False)) + 1),
+                     f"{d['embed_row'] / 2**10:.0f}", str(sum(collectives(d, False)) + 1),
                      str(step_model(d, 8, args.util)["collectives"] + 1)])
     out.append("Per recipe (per GPU, per step; gathered rows grow x W at the receiver; collectives include the "
                "gradient all-reduce):\n")

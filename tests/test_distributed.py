@@ -86,6 +86,16 @@ def run_cases(data, params, lo, hi, r):
     b = hi - lo
     case("gather", lambda p: gather_case_loss(D.all_gather_with_grad(x @ p["P1"]), r, data["M"]), ["P1"])
 
+    def mixed(p):  # one gather: a tensor with gradient, a float64 one and int64 labels without
+        y, z, lab = D.all_gather_columns([x @ p["P1"], torch.tanh(xa[:, :3]), data["labels"][lo:hi]],
+                                         grad=[True, False, False])
+        assert not z.requires_grad and lab.dtype == torch.int64 and y.shape == (N, 3)
+        return ((y.T @ data["M"][:, :3]) ** 2).sum() + (y * z).sum() + (y.sum(1) * lab).sum()
+
+    case("gather_mixed", mixed, ["P1"])
+    case("sums", lambda p: torch.cat([t.reshape(-1).double() for t in D.all_reduce_sums(
+        [x[:, :2].sum(0), data["labels"][lo:hi].sum()])]), [])
+
     def z_of(p):  # [S, B, D], one row per sample and step
         return F.normalize(torch.tanh(x @ p["P2"]).reshape(b, S, DIM), dim=-1).transpose(0, 1)
 
@@ -162,8 +172,19 @@ def worker(r, world, tmp):
         assert D.reduce_mean(torch.tensor([float(r)])).item() == pytest.approx((world - 1) / 2)
         assert D.all_reduce_max_flag(r == world - 1) is True and D.all_reduce_max_flag(False) is False
         # Mismatched local batches: a clear error on every rank, and the group stays usable.
-        with pytest.raises(ValueError, match="differ in shape across ranks"):
+        named = r"differ in shape across ranks \(rank 0: \[\[1, 3\]\], rank 1: \[\[2, 3\]\]"
+        with pytest.raises(ValueError, match=named):
             D.all_gather_with_grad(torch.zeros(r + 1, 3, requires_grad=True))
+        D.check_same_shapes([torch.zeros(2, 3), torch.zeros(4)], "equal shapes")      # passes on every rank
+        # Integers ride in a float32 gather as bits: exact far beyond float32's 2^24, negatives and bools too.
+        data, _ = problem()
+        b = N // world
+        big = data["labels"] * 2 ** 40 - 7
+        rows = slice(r * b, (r + 1) * b)
+        got = D.all_gather_columns([data["xa"][rows].float(), big[rows], big[rows] > 2 ** 40], grad=False)
+        assert got[1].dtype == torch.int64 and torch.equal(got[1], big), got[1]
+        assert got[2].dtype == torch.bool and torch.equal(got[2], big > 2 ** 40)
+        assert torch.equal(got[0], data["xa"].float())
         with pytest.raises(ValueError, match="differ in shape across ranks"):
             temporal_supcon_loss(F.normalize(torch.randn(2, 2 + r, 4), dim=-1), None)
         data, params = problem()
@@ -175,8 +196,8 @@ def worker(r, world, tmp):
         dist.destroy_process_group()
 
 
-GLOBAL_VALUE = ("supcon", "supcon_eq7", "supcon_s1", "nce", "log_z", "cka", "cka_gram", "cka_moments", "cka_auto",
-                "objective.log_z",
+GLOBAL_VALUE = ("gather_mixed", "sums", "supcon", "supcon_eq7", "supcon_s1", "nce", "log_z", "cka", "cka_gram",
+                "cka_moments", "cka_auto", "objective.log_z",
                 "component.tcl", "component.nce", "component.nce.stage1", "component.cka.stage1",
                 "component.lambda.pooled", "component.tcl.pooled")
 
@@ -202,14 +223,15 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
     for form in ("gram", "moments", "auto"):
         torch.testing.assert_close(ref[f"cka_{form}"][0], cka_ref, rtol=1e-9, atol=1e-12)
 
-    # Collectives per objective step (sscl+stcl, both CKA forms in use): TCL 1 shape check, 1 key gather, 1 label
-    # gather, 1 value all-reduce, 1 reduce-scatter in backward; SSCL 1 shape check, 1 embedding gather, 1 value
-    # all-reduce, 1 CKA gather (Gram layers), 1 CKA all-reduce (moment layers), 1 reduce-scatter -- for 1 layer
-    # (moments only) and for 2 layers alike, on every rank.
+    # Collectives per objective step (sscl+stcl, both CKA forms in use with 2 layers), TCL and SSCL alike: 1 shape
+    # check (all-reduce), 1 gather (TCL: keys + labels; SSCL: embeddings + Gram-form CKA rows), 1 all-reduce (TCL:
+    # values; SSCL: values + moment-form CKA sums), 1 reduce-scatter in backward -- for 1 layer (moments only)
+    # and for 2 layers (both forms) alike, on every rank.
     for r in range(world):
         calls = torch.load(tmp_path / f"calls{r}.pt")
-        assert len(calls[2]) == 11, calls[2]
-        assert len(calls[1]) == 10, calls[1]                  # one layer: no Gram-form CKA gather
+        assert calls[2] == sorted(["all_reduce"] * 4 + ["all_gather_single"] * 2 + ["reduce_scatter_single"] * 2), \
+            calls[2]
+        assert calls[1] == calls[2], calls
 
     for name, (value, grads) in ref.items():
         values = [rk[name][0] for rk in ranks]

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from distsnn.config.schema import MethodConfig
-from distsnn.distributed import all_gather_columns, check_same_shapes, global_value, world_size
+from distsnn.distributed import all_gather_columns, all_reduce_sums, check_same_shapes, global_value, world_size
 
 from .classification import mean_ce_loss, tet_loss
 from .cka_weights import CKAWeights
 from .heads import Embedder, ProjectionHead
-from .global_cka import global_linear_cka
+from .global_cka import GlobalCKA
 from .nce_critic import estimate_log_z, nce_critic_local
 from .pooling import grid_flatten, spatial_mean
 from .temporal_supcon import check_supcon_inputs, supcon_anchors, temporal_supcon_local
@@ -142,9 +142,9 @@ class Objective(nn.Module):
         return LossOutput(total, {k: v.detach() for k, v in comps.items()})
 
     def _tcl(self, views: list[ModelOutput], labels: torch.Tensor, comps: dict) -> torch.Tensor:
-        """sum_l CL_l (TCL Eq.7/10), z of all views stacked on the S axis (STCL Eq.9). All layers share one
-        shape check, one gather of the keys (and its one reduce-scatter), one label gather, one value
-        all-reduce."""
+        """sum_l CL_l (TCL Eq.7/10), z of all views stacked on the S axis (STCL Eq.9). All layers share three
+        collectives and one in backward, whatever their number: a shape check, one gather (every layer's keys
+        with gradient and the labels without), one value all-reduce, and the gather's reduce-scatter."""
         supervised = self.tcl_cfg.supervised
         zs = []
         for layer, head in self.heads.items():
@@ -155,11 +155,13 @@ class Objective(nn.Module):
             check_supcon_inputs(z, labels if supervised else None, validate=False)
             zs.append(z)
         s, b = zs[0].shape[:2]
-        anchors = [supcon_anchors(z) for z in zs]
+        anchors = [supcon_anchors(z) for z in zs]          # [B*S, D], row j*S + s: sample j's rows together
         check_same_shapes(anchors + ([labels] if supervised else []), "TCL projections")
-        keys = all_gather_columns(anchors, grad=True)
-        ids = all_gather_columns([labels], grad=False)[0] if supervised else \
-            torch.arange(world_size() * b, device=labels.device)
+        per_sample = [a.reshape(b, -1) for a in anchors]   # [B, S*D]: one row per sample, gathered with its label
+        gathered = all_gather_columns(per_sample + ([labels] if supervised else []),
+                                      grad=[True] * len(anchors) + ([False] if supervised else []))
+        keys = [g.reshape(-1, a.shape[1]) for g, a in zip(gathered, anchors)]   # [W*B*S, D]
+        ids = gathered[-1] if supervised else torch.arange(world_size() * b, device=labels.device)
         local = torch.stack([temporal_supcon_local(a, k, ids, s, self.tcl_cfg.temperature)
                              for a, k in zip(anchors, keys)])
         terms = global_value(local)
@@ -169,9 +171,10 @@ class Objective(nn.Module):
         return total
 
     def _sscl(self, student: ModelOutput, teacher: ModelOutput, comps: dict) -> torch.Tensor:
-        """sum_l lambda_l L_NCE^l (SSCL Eq.20), lambda_l = 1/CKA_l on the global batch. All layers share one
-        shape check, one gather of the teacher embeddings (and its one reduce-scatter), one value
-        all-reduce and one CKA collective per form (see :func:`global_linear_cka`)."""
+        """sum_l lambda_l L_NCE^l (SSCL Eq.20), lambda_l = 1/CKA_l on the global batch. All layers share three
+        collectives and one in backward, whatever their number and CKA form: a shape check, one gather (teacher
+        embeddings with gradient, Gram-form CKA rows without), one all-reduce (the NCE values and the moment-form
+        CKA sums), and the gather's reduce-scatter."""
         cfg = self.sscl_cfg
         s_feats, a_feats, z_s, z_a = [], [], [], []
         for layer in self.sscl_layers:
@@ -185,17 +188,22 @@ class Objective(nn.Module):
             z_a.append(self.embed_a[layer](a_feat))
         check_same_shapes(s_feats + a_feats, "SSCL features")
         log_zs = [self._log_z(k, z_s[k], z_a[k]) for k in range(len(self.sscl_layers))]
+        # CKA on the global batch, detached: a weight, not an objective (SSCL Eq.20).
+        cka = GlobalCKA(list(zip(s_feats, a_feats)), cfg.cka_estimator)
         dtype = torch.promote_types(z_s[0].dtype, torch.float32)             # half/bf16 -> float32
-        a_all = all_gather_columns([z.to(dtype) for z in z_a], grad=True)   # [W*B, D] per layer
+        n = len(z_a)
+        gathered = all_gather_columns([z.to(dtype) for z in z_a] + cka.to_gather,
+                                      grad=[True] * n + [False] * len(cka.to_gather))
+        a_all = gathered[:n]                                                # [W*B, D] per layer
         local = torch.stack([nce_critic_local(zs, za, cfg.temperature, num_data=self.num_data, log_z=lz)
                              for zs, za, lz in zip(z_s, a_all, log_zs)])
-        nce = global_value(local)
-        # CKA on the global batch, detached: a weight, not an objective (SSCL Eq.20).
-        ckas = global_linear_cka(list(zip(s_feats, a_feats)), cfg.cka_estimator)
+        summed = all_reduce_sums([local, *cka.to_sum])
+        nce = global_value(local, summed[0])
+        ckas = cka.finish(gathered[n:], summed[1:])
         total = 0.0
         for k, layer in enumerate(self.sscl_layers):
-            cka, lam = self.cka(layer, ckas[k])
-            comps[f"nce.{layer}"], comps[f"cka.{layer}"], comps[f"lambda.{layer}"] = nce[k], cka.float(), lam.float()
+            cka_k, lam = self.cka(layer, ckas[k])
+            comps[f"nce.{layer}"], comps[f"cka.{layer}"], comps[f"lambda.{layer}"] = nce[k], cka_k.float(), lam.float()
             total = total + lam.to(nce.dtype) * nce[k]
         comps["nce"] = total
         return total
