@@ -156,8 +156,8 @@ def collectives(d: dict, fused: bool) -> tuple[int, int]:
             gathers += 7 * n_sscl
             allreduces += n_sscl
     if d["tcl_layers"]:
-        if fused:   # keys gather, its reduce-scatter, [labels]; shape check, value
-            gathers += 2 + bool(d["label_row"])
+        if fused:   # one gather (keys + labels), its reduce-scatter; shape check, value
+            gathers += 2
             allreduces += 2
         else:       # per layer: shape check, keys gather + reduce-scatter, label check + gather; value
             gathers += 5 * d["tcl_layers"]
