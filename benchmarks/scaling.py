@@ -15,15 +15,22 @@ from other processes falls on both alike; the load average is printed with every
                     the cost of distribution alone, net of what the cores lose by sharing memory and caches
     data-wait     = sum(data_wait_s) / sum(step_time_s)
 
+``--keep-cores-busy`` runs one SCHED_IDLE busy loop per core for the whole benchmark (every contender alike): it
+gets a core only when nothing else wants it, so a core never goes idle. On a virtual machine a vCPU that idles
+(a rank waiting at a collective) is handed back to the host, and the work that follows runs measurably slower
+(benchmarks/RESULTS.md: the teacher forward, which has no collective, took 40 % more CPU time in a 2-rank run);
+bare-metal cores and GPUs do not pay this, so the option separates the VM's cost from distsnn's.
+
 The teacher is a randomly initialised ``ann_resnet20`` x0.125 saved to a temporary safetensors file (its
 accuracy does not change the step's cost). Usage::
 
     .venv/bin/python benchmarks/scaling.py [--ranks 1 2] [--steps 40] [--warmup 5] [--repeats 2] [--markdown F]
-        [--set method.name=baseline] [--no-pin]
+        [--set method.name=baseline] [--no-pin] [--bind] [--keep-cores-busy]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -51,6 +58,23 @@ def make_teacher(path: Path) -> None:
     from distsnn.models import save_weights
 
     save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
+
+
+@contextlib.contextmanager
+def cores_kept_busy(enabled: bool):
+    """One SCHED_IDLE busy loop pinned to each core while the block runs (see the module docstring)."""
+    spin = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True:\n    pass"
+    procs = []
+    try:
+        if enabled:
+            for core in sorted(os.sched_getaffinity(0)):
+                procs.append(subprocess.Popen([sys.executable, "-c", spin], preexec_fn=lambda c=core:
+                                              os.sched_setaffinity(0, {c})))
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def start(ranks: int, cores: str | None, steps: int, out_dir: Path, name: str, teacher: Path, log: Path,
@@ -115,6 +139,9 @@ def main() -> None:
     p.add_argument("--bind", action="store_true",
                    help="one core per rank (deepspeed --bind_cores_to_rank, needs numactl); independent runs: one "
                         "core each")
+    p.add_argument("--keep-cores-busy", action="store_true",
+                   help="a SCHED_IDLE busy loop on every core for the whole benchmark, so that no vCPU idles "
+                        "while a rank waits (see the module docstring)")
     p.add_argument("--no-pin", action="store_true",
                    help="do not confine an N-rank run to N cores (then 1 rank also uses the idle cores)")
     args = p.parse_args()
@@ -128,33 +155,35 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="distsnn-scaling-"))
     teacher = tmp / "teacher.safetensors"
     make_teacher(teacher)
-    print(f"machine: {machine_line()}", flush=True)
+    print(f"machine: {machine_line()}" + ("; cores kept busy (SCHED_IDLE loops)" if args.keep_cores_busy else ""),
+          flush=True)
     kinds = [("data-parallel", r) for r in args.ranks] + [("independent", r) for r in args.ranks if r > 1]
     runs: dict[tuple[str, int], list[dict]] = {k: [] for k in kinds}
     try:
-        for rep in range(args.repeats):
-            for kind, ranks in kinds:
-                name = f"{kind[0]}{ranks}_{rep}"
-                load0 = os.getloadavg()[0]
-                t0 = time.perf_counter()
-                if kind == "data-parallel":
-                    cores = None if args.no_pin else ",".join(map(str, range(ranks)))
-                    procs = [start(ranks, cores, args.steps, tmp, name, teacher, tmp / f"{name}.log", args.sets,
-                                   bind=args.bind)]
-                else:  # N 1-rank runs at once on the same N cores: what they give with no communication
-                    procs = [start(1, None if args.no_pin else (str(i) if args.bind else f"0-{ranks - 1}"),
-                                   args.steps, tmp, f"{name}_{i}", teacher, tmp / f"{name}_{i}.log", args.sets)
-                             for i in range(ranks)]
-                parts = [summarise(read_steps(finish(pr), args.warmup), 1 if kind == "independent" else ranks)
-                         for pr in procs]
-                s = {"img_s": sum(x["img_s"] for x in parts),
-                     "median_step_s": statistics.median(x["median_step_s"] for x in parts),
-                     "wait_share": statistics.mean(x["wait_share"] for x in parts),
-                     "load": (load0, os.getloadavg()[0])}
-                runs[(kind, ranks)].append(s)
-                print(f"run {name}: {s['img_s']:.1f} img/s, median step {1e3 * s['median_step_s']:.0f} ms, "
-                      f"data wait {100 * s['wait_share']:.2f} %, load avg (1 min) {load0:.2f} -> "
-                      f"{s['load'][1]:.2f}, wall {time.perf_counter() - t0:.0f} s", flush=True)
+        with cores_kept_busy(args.keep_cores_busy):
+            for rep in range(args.repeats):
+                for kind, ranks in kinds:
+                    name = f"{kind[0]}{ranks}_{rep}"
+                    load0 = os.getloadavg()[0]
+                    t0 = time.perf_counter()
+                    if kind == "data-parallel":
+                        cores = None if args.no_pin else ",".join(map(str, range(ranks)))
+                        procs = [start(ranks, cores, args.steps, tmp, name, teacher, tmp / f"{name}.log", args.sets,
+                                       bind=args.bind)]
+                    else:  # N 1-rank runs at once on the same N cores: what they give with no communication
+                        procs = [start(1, None if args.no_pin else (str(i) if args.bind else f"0-{ranks - 1}"),
+                                       args.steps, tmp, f"{name}_{i}", teacher, tmp / f"{name}_{i}.log", args.sets)
+                                 for i in range(ranks)]
+                    parts = [summarise(read_steps(finish(pr), args.warmup), 1 if kind == "independent" else ranks)
+                             for pr in procs]
+                    s = {"img_s": sum(x["img_s"] for x in parts),
+                         "median_step_s": statistics.median(x["median_step_s"] for x in parts),
+                         "wait_share": statistics.mean(x["wait_share"] for x in parts),
+                         "load": (load0, os.getloadavg()[0])}
+                    runs[(kind, ranks)].append(s)
+                    print(f"run {name}: {s['img_s']:.1f} img/s, median step {1e3 * s['median_step_s']:.0f} ms, "
+                          f"data wait {100 * s['wait_share']:.2f} %, load avg (1 min) {load0:.2f} -> "
+                          f"{s['load'][1]:.2f}, wall {time.perf_counter() - t0:.0f} s", flush=True)
     finally:
         if args.keep:
             print(f"run directories: {tmp}")
