@@ -17,9 +17,9 @@ from other processes falls on both alike; the load average is printed with every
 
 ``--keep-cores-busy`` runs one SCHED_IDLE busy loop per core for the whole benchmark (every contender alike): it
 gets a core only when nothing else wants it, so a core never goes idle. On a virtual machine a vCPU that idles
-(a rank waiting at a collective) is handed back to the host, and the work that follows runs measurably slower
-(benchmarks/RESULTS.md: the teacher forward, which has no collective, took 40 % more CPU time in a 2-rank run);
-bare-metal cores and GPUs do not pay this, so the option separates the VM's cost from distsnn's.
+(a rank waiting at a collective) may be handed back to the host; on this one the collective-free work of a 2-rank
+step (the teacher forward) took 20-40 % more CPU time than in a 1-rank step (benchmarks/RESULTS.md). The option
+tests how much of that the idle waits explain; bare-metal cores and GPUs do not hand their time away.
 
 The teacher is a randomly initialised ``ann_resnet20`` x0.125 saved to a temporary safetensors file (its
 accuracy does not change the step's cost). Usage::
