@@ -5,7 +5,6 @@ so the same code runs in one process, in tests and under DeepSpeed/torchrun (NCC
 """
 from __future__ import annotations
 
-
 import torch
 import torch.distributed as dist
 
