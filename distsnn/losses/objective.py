@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distsnn.config.schema import MethodConfig
-from distsnn.distributed import all_gather_columns, all_reduce_sums, check_same_shapes, global_value, world_size
+from distsnn.distributed import all_gather_columns, all_reduce_sums, check_same_shapes, global_value
 
 from .classification import mean_ce_loss, tet_loss
 from .cka_weights import CKAWeights
@@ -17,7 +17,7 @@ from .heads import Embedder, ProjectionHead
 from .global_cka import GlobalCKA
 from .nce_critic import estimate_log_z, nce_critic_local
 from .pooling import grid_flatten, spatial_mean
-from .temporal_supcon import check_supcon_inputs, supcon_anchors, temporal_supcon_local
+from .temporal_supcon import check_supcon_inputs, gather_supcon_keys, supcon_anchors, temporal_supcon_local
 
 if TYPE_CHECKING:  # only a type here: importing distsnn.models at run time would pull in timm (seconds)
     from distsnn.models.output import ModelOutput
@@ -145,23 +145,18 @@ class Objective(nn.Module):
         """sum_l CL_l (TCL Eq.7/10), z of all views stacked on the S axis (STCL Eq.9). All layers share three
         collectives and one in backward, whatever their number: a shape check, one gather (every layer's keys
         with gradient and the labels without), one value all-reduce, and the gather's reduce-scatter."""
-        supervised = self.tcl_cfg.supervised
+        ids_from = labels if self.tcl_cfg.supervised else None      # None: Eq.7, the sample is its own class
         zs = []
         for layer, head in self.heads.items():
             # [T, B, C] per view -> [S, B, D] with S = T * views.
             z = torch.cat([head(spatial_mean(self._feature(v, layer, f"student view {i + 1}")))
                            for i, v in enumerate(views)], dim=0)
             # validate=False: the head normalises, and the check would cost a host sync per layer.
-            check_supcon_inputs(z, labels if supervised else None, validate=False)
+            check_supcon_inputs(z, ids_from, validate=False)
             zs.append(z)
-        s, b = zs[0].shape[:2]
-        anchors = [supcon_anchors(z) for z in zs]          # [B*S, D], row j*S + s: sample j's rows together
-        check_same_shapes(anchors + ([labels] if supervised else []), "TCL projections")
-        per_sample = [a.reshape(b, -1) for a in anchors]   # [B, S*D]: one row per sample, gathered with its label
-        gathered = all_gather_columns(per_sample + ([labels] if supervised else []),
-                                      grad=[True] * len(anchors) + ([False] if supervised else []))
-        keys = [g.reshape(-1, a.shape[1]) for g, a in zip(gathered, anchors)]   # [W*B*S, D]
-        ids = gathered[-1] if supervised else torch.arange(world_size() * b, device=labels.device)
+        s = zs[0].shape[0]
+        anchors = [supcon_anchors(z) for z in zs]
+        keys, ids = gather_supcon_keys(anchors, ids_from, s, "TCL projections")
         local = torch.stack([temporal_supcon_local(a, k, ids, s, self.tcl_cfg.temperature)
                              for a, k in zip(anchors, keys)])
         terms = global_value(local)

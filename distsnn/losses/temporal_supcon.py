@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from distsnn.distributed import all_gather_no_grad, all_gather_with_grad, global_value, rank, world_size
+from distsnn.distributed import all_gather_columns, check_same_shapes, global_value, rank, world_size
 
 from ._checks import check_normalized
 
@@ -40,11 +40,9 @@ def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperatu
     global batch. Computed in at least float32.
     """
     check_supcon_inputs(z, labels, validate)
-    s, b, _ = z.shape
-    w = world_size()
+    s = z.shape[0]
     anchors = supcon_anchors(z)
-    keys = all_gather_with_grad(anchors)                                  # [W*B*S, D], row (j*S + s')
-    ids_global = torch.arange(w * b, device=z.device) if labels is None else all_gather_no_grad(labels)
+    (keys,), ids_global = gather_supcon_keys([anchors], labels, s, "temporal_supcon_loss")
     return global_value(temporal_supcon_local(anchors, keys, ids_global, s, temperature))
 
 
@@ -72,6 +70,22 @@ def supcon_anchors(z: torch.Tensor) -> torch.Tensor:
     then a contiguous block of the gathered keys."""
     s, b, d = z.shape
     return z.to(torch.promote_types(z.dtype, torch.float32)).transpose(0, 1).reshape(b * s, d)
+
+
+def gather_supcon_keys(anchors: list[torch.Tensor], labels: torch.Tensor | None, s: int,
+                       what: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The keys ``[W*B*S, D]`` of each rank-local anchor set ``[B*S, D]`` (see :func:`supcon_anchors`; with
+    gradient) and the global sample ids ``[W*B]`` (the gathered ``labels``, or one id per sample for Eq.7), for
+    any number of layers in one shape check and one gather: each sample's S rows of every layer travel as one
+    row, with its label beside them."""
+    b = anchors[0].shape[0] // s
+    extra = [] if labels is None else [labels]
+    check_same_shapes(anchors + extra, what)
+    gathered = all_gather_columns([a.reshape(b, -1) for a in anchors] + extra,
+                                  grad=[True] * len(anchors) + [False] * len(extra))
+    keys = [g.reshape(-1, a.shape[1]) for g, a in zip(gathered, anchors)]   # row j*S + s' as in the anchors
+    ids = gathered[-1] if extra else torch.arange(world_size() * b, device=anchors[0].device)
+    return keys, ids
 
 
 def temporal_supcon_local(anchors: torch.Tensor, keys: torch.Tensor, ids_global: torch.Tensor, s: int,
