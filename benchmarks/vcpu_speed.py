@@ -17,7 +17,9 @@ import json
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 SLOW = 1.4  # a bucket is slow when its median loop time is this many times the core's fastest loop
 
@@ -52,6 +54,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60.0)
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from harness import machine_line  # here, not at the top: the spawned probes should not import torch
+
+    print(f"machine: {machine_line()}", flush=True)
     cores = sorted(os.sched_getaffinity(0))
     queue = mp.get_context("spawn").Queue()
     start = time.time()
