@@ -6,7 +6,8 @@ import math
 import torch
 import torch.distributed as dist
 
-from distsnn.distributed import all_gather_no_grad, all_gather_with_grad, global_value, rank, world_size
+from distsnn.distributed import (all_gather_columns, all_gather_with_grad, check_same_shapes, global_value, rank,
+                                 world_size)
 
 from ._checks import check_normalized
 
@@ -78,8 +79,8 @@ def estimate_log_z(z_s: torch.Tensor, z_a: torch.Tensor, temperature: float = 0.
     log(1 - h) explodes.
     """
     _check_pair(z_s, z_a, "estimate_log_z")
-    s_all = all_gather_no_grad(z_s).double()
-    a_all = all_gather_no_grad(z_a).double()
+    check_same_shapes([z_s, z_a], "estimate_log_z")
+    s_all, a_all = (t.double() for t in all_gather_columns([z_s, z_a], grad=False))
     logits = s_all @ a_all.T / temperature
     log_z = math.log(num_data) + torch.logsumexp(logits.flatten(), dim=0) - math.log(logits.numel())
     if world_size() > 1:
