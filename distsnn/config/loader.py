@@ -117,8 +117,9 @@ def _semantic_checks(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.val_resize: {cfg.data.val_resize} must be >= data.image_size ({cfg.data.image_size})")
     if cfg.method.name in ("sscl", "sscl+stcl") and not cfg.teacher.weights:
         raise ConfigError(f"{source}: teacher.weights: method {cfg.method.name!r} needs a teacher weights file")
-    if cfg.method.name == "ann" and cfg.deepspeed.precision == "fp16":
-        pass  # allowed; noted for symmetry with the student
+    if cfg.deepspeed.precision == "fp16":  # DeepSpeed would halve the weights while DALI's images stay float32
+        raise ConfigError(f"{source}: deepspeed.precision: 'fp16' is not supported (it needs autocast plus a "
+                          "dynamic loss scaler, which distsnn does not wire in); use bf16 or auto (bf16 on GPU)")
     if cfg.data.train_fraction < 1.0 and cfg.data.source != "digits":
         raise ConfigError(f"{source}: data.train_fraction: only the embedded digits data can be subsampled")
 

@@ -33,6 +33,7 @@ class RunConfig:
     max_steps: int = knob(0, "stop after this many optimizer steps (0 = run all epochs); for smoke runs", ge=0)
     max_bad_steps: int = knob(10, "stop after this many consecutive non-finite (skipped) steps", ge=1)
     plots: bool = knob(True, "write PNG plots (training curves, accuracy vs t) at each evaluation")
+    device: Literal["auto", "cuda", "cpu"] = knob("auto", "auto = a GPU when torch sees one, else the CPU (the demo); cuda = a GPU or exit 78 naming the cause (cluster recipes: no silent CPU run); cpu = the CPU even when a GPU is present")
 
 
 @dataclass(kw_only=True)
@@ -139,7 +140,7 @@ class OptimConfig:
 @dataclass(kw_only=True)
 class DeepSpeedConfig:
     zero_stage: int = knob(0, "ZeRO stage 0, 1 or 2", ge=0, le=2)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = knob("auto", "auto = bf16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = knob("auto", "auto = bf16 on GPU, fp32 on CPU; bf16 = torch autocast inside the engine's forward (also on CPU); fp16 is refused (no loss scaler wired in: use bf16)")
     grad_accum: int = knob(1, "gradient accumulation steps", ge=1)
 
 

@@ -1,7 +1,7 @@
 """``launchers/train.py``: parse, validate everything a run needs before training, then train.
 
-Exit codes are in ``exit_codes``: a bad config, missing shards or teacher weights exit 78 before any rank
-trains; SIGTERM exits 75 after a checkpoint (retry and it resumes).
+Exit codes are in ``exit_codes``: a bad config, missing shards or teacher weights, or ``run.device: cuda``
+without a usable GPU exit 78 before any rank trains; SIGTERM exits 75 after a checkpoint (retry and it resumes).
 """
 from __future__ import annotations
 
@@ -42,17 +42,21 @@ def _preflight(cfg):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from .trainer import DivergedError, TeacherError, Trainer, env_rank, init_distributed, pick_device, stderr
+    from .device import DeviceError, pick_device
+    from .nccl_transport import log_nccl_transport
+    from .trainer import DivergedError, TeacherError, Trainer, env_rank, init_distributed, stderr
 
     rank, world, local_rank = env_rank()
     try:
         cfg = load(args.config, args.set)
+        device = pick_device(cfg.run.device, local_rank)
         info = _preflight(cfg)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, DeviceError) as e:
         stderr(str(e))
         return exit_codes.CONFIG_ERROR
-    device = pick_device(local_rank)
     init_distributed(device, world)
+    if device.type == "cuda" and local_rank == 0:
+        log_nccl_transport(rank)
     trainer = None
     try:
         trainer = Trainer(cfg, info, device, rank, world, local_rank)
