@@ -87,3 +87,33 @@ def test_bad_input():
         temporal_supcon_loss(z[:1, :1], torch.zeros(1, dtype=torch.long))
     with pytest.raises(ValueError, match="S >= 2"):
         temporal_supcon_loss(z[:1], None)
+
+
+def _eq10_as_printed(z, labels, tau):
+    """TCL Eq.10 (Eq.7 for labels=None) literally: -1/T sum_i 1/|P(i)| sum_t sum_t' sum_{p in P(i)} [i != p or
+    t != t'] log(exp(z_i^t.z_p^t'/tau) / sum_{(k,t'') != (i,t)} exp(z_i^t.z_k^t''/tau)), P(i) the samples of i's
+    class (i itself included); for Eq.7 P(i) = {i} and the 1/|P(i)| is 1."""
+    t_n, b_n, _ = z.shape
+    ids = list(range(b_n)) if labels is None else labels.tolist()
+    total = 0.0
+    for i in range(b_n):
+        same = [p for p in range(b_n) if ids[p] == ids[i]]
+        for t in range(t_n):
+            denom = sum(torch.exp(z[t, i] @ z[t2, k] / tau) for t2 in range(t_n) for k in range(b_n) if (k, t2) != (i, t))
+            for t2 in range(t_n):
+                for p in same:
+                    if p != i or t2 != t:
+                        total = total + torch.log(torch.exp(z[t, i] @ z[t2, p] / tau) / denom) / len(same)
+    return -total / t_n
+
+
+def test_normalisation_is_one_over_n_t_of_eq10_and_eq7():
+    # The docstring's normalisation: with c images per class, L = Eq.10 * c / (N (T c - 1)) ~ Eq.10 / (N T);
+    # Eq.7: L = Eq.7 / (N (T - 1)). A 1/N-only normalisation (the old docstring) fails both.
+    t_n, n, c = 3, 6, 2
+    _, z = _z(t_n, n, 4, seed=21)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    got = temporal_supcon_loss(z, labels, 0.5)
+    assert got.item() == pytest.approx(_eq10_as_printed(z, labels, 0.5).item() * c / (n * (t_n * c - 1)), rel=1e-10)
+    got7 = temporal_supcon_loss(z, None, 0.5)
+    assert got7.item() == pytest.approx(_eq10_as_printed(z, None, 0.5).item() / (n * (t_n - 1)), rel=1e-10)

@@ -22,13 +22,13 @@ def temporal_supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperatu
         l_a = -1/|P(a)| sum_{p in P(a)} log( exp(z_a.z_p/tau) / sum_{k != a} exp(z_a.z_k/tau) )
         L   = mean over anchors a of l_a
 
-    Correspondence with TCL Eq.10: the same log-ratio, numerator and denominator (the indicator
-    "i != p or t != t'" is our p != a). Eq.10 sums over i and averages over t with 1/|P(i)|, |P(i)|
-    the number of same-class samples; as in the SupCon paper that Eq.10 follows (its L_out) we divide
-    each anchor by the number of positive pairs it actually sums, |P(a)| = S*|{j: y_j = y_i}| - 1, and
-    average over all S*N anchors (a constant 1/N factor, N the global batch, that makes lambda
-    independent of the batch size). ``labels=None`` is Eq.7: positives are the same image only, so
-    |P(a)| = S - 1 (Eq.7 sums those S - 1 terms; the mean is a constant factor 1/(S-1)).
+    Normalisation 1/(N*S), not 1/N: L = -1/(N*S) sum_a 1/|P(a)| sum_{p in P(a)} log r_ap over the S*N anchors
+    of the global batch (N samples), |P(a)| = S*|{j: y_j = y_i}| - 1 the anchor's positive pairs (SupCon's L_out).
+    TCL Eq.10 (S = T) is the same log-ratio r_ap (its indicator "i != p or t != t'" is our p != a) weighted
+    -1/T * 1/|P(i)| per anchor, |P(i)| = |{j: y_j = y_i}|: ours replaces 1/|P(i)| by 1/(N*|P(a)|) ~ 1/(N*T*|P(i)|),
+    so L ~ Eq.10 / (N*T) (with c images per class exactly L = Eq.10 * c / (N*(T*c - 1))). Eq.7 (``labels=None``:
+    positives are the same image at the other steps, |P(a)| = S - 1) has weight -1/T: L = Eq.7 / (N*(S - 1)).
+    The mean keeps lambda independent of the batch size and of T.
 
     Anchors without any positive (S = 1 and a class seen once in the global batch) are left out of
     the mean; if no anchor has one the loss is 0 (with a graph, no NaN). ``labels=None`` with S < 2
