@@ -4,6 +4,7 @@ Every error is a ``ConfigError`` whose message starts with ``<file>: <dotted.key
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from .relevance import check_relevance, check_tcl_layers
 from .schema import FEATURE_LAYERS, Config
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -132,6 +134,7 @@ def load(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML: {e}") from e
+    recipe = copy.deepcopy(data)
     for text in overrides:
         keys, value = _parse_override(text, f"{source} (--set {text})")
         node = data
@@ -142,6 +145,10 @@ def load(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
         node[keys[-1]] = value
     cfg = _build(Config, data, "", source)
     _semantic_checks(cfg, source)
+    # The recipe may hold no key that its own method (data source, ...) ignores; --set overrides derive variants of
+    # it (another method.name, telemetry off) and are not held to that. See distsnn/config/relevance.py.
+    check_relevance(_build(Config, recipe, "", source) if overrides else cfg, recipe, source, ConfigError)
+    check_tcl_layers(cfg, source, ConfigError)
     return cfg
 
 

@@ -27,7 +27,7 @@ default shown. Load rules (`distsnn/config/loader.py`):
 - An unknown key, a wrong type, a value outside its choices or range is an error that names the file and
   the dotted key; the launcher exits 78 before any rank trains.
 - Integers are accepted where a float is expected; `true`/`false` only for booleans.
-- Override any key on the command line: `--set model.timesteps=2 --set method.tcl.layers=[stage4,pooled]`
+- Override any key on the command line: `--set model.timesteps=2 --set method.tcl.layers=[stage3,pooled]`
   (the value is parsed as YAML; repeat `--set` for several keys).
 - The resolved config is written to `<run.out_dir>/<run.name>/config.yaml` with its hash; checkpoints record
   the hash.
@@ -40,6 +40,14 @@ Rules that span several keys (checked after the per-key rules):
 - `data.val_resize` >= `data.image_size`.
 - `teacher.weights`: required when `method.name` is `sscl` or `sscl+stcl` (the file must exist at launch).
 - `data.train_fraction` < 1 only with `data.source: digits`.
+- `method.tcl.layers`: not both `stage4` and `pooled` (pooled is stage 4's global average: one vector, two heads).
+- No key that the run ignores may be written in a recipe (`distsnn/config/relevance.py`): `method.tcl.*` only for
+  `tcl`, `stcl`, `sscl+stcl`; `method.sscl.*` and `teacher.*` only for `sscl`, `sscl+stcl`; `method.classification`
+  not for `ann`, `baseline`, `tet`; `data.augment.color_jitter` and `grayscale_p` only for the two-view methods
+  `stcl`, `sscl+stcl`; `teacher.min_accuracy` only with `teacher.check_accuracy: true`; `data.train_shards`,
+  `data.val_shards` only with `data.source: shards`, `data.cache_dir` and `data.train_fraction` only with
+  `digits`; `telemetry.bind_address`, `base_port`, `update_every_steps` only with `telemetry.enabled: true`.
+  A default is not a written key; `--set` overrides derive variants of a recipe and are exempt.
 - At launch, `model.num_classes` must equal the class count of the shards (`classes.json`).
 
 Methods (`method.name`): {", ".join(f"`{m}`" for m in METHODS)}.
