@@ -16,7 +16,7 @@ MON = Path(__file__).resolve().parents[1] / "k8s" / "monitoring"
 RULES = MON / "distsnn-rules.yaml"
 UNIT = MON / "distsnn-rules.test.yaml"
 ALERTS = {"DistsnnTrainingStalled", "DistsnnRankMissing", "DistsnnNonFiniteSteps", "DistsnnDataWaitHigh",
-          "DistsnnLossDiverging", "DistsnnCheckpointTooOld"}
+          "DistsnnLossDiverging", "DistsnnCheckpointTooOld", "DistsnnLIFNotCompiled"}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
@@ -32,7 +32,7 @@ def _rules(path: Path) -> list[dict]:
 def test_promtool_check_rules():
     res = _promtool("check", "rules", RULES.name)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 12 rules found" in res.stdout
+    assert "SUCCESS: 14 rules found" in res.stdout
 
 
 def test_promtool_unit_tests_pass():

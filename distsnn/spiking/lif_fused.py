@@ -47,6 +47,7 @@ def _backward_steps(grad_s: torch.Tensor, u_pre: torch.Tensor, decay: float, thr
 
 
 _COMPILED: dict[str, object] = {}
+_RAN_COMPILED: dict[str, bool] = {}  # kernel name -> did its last call run compiled (False: eager fallback)
 # With symbolic N, Inductor's size hint for the backward loop is too small to pass its parallel-work threshold and
 # the backward kernel came out single-threaded; dynamic_threads keeps it an OpenMP loop (median bwd 27 -> 24 ms
 # on [4, 8, 64, 56, 56], 2 loaded cores: it is memory-bound, so the gain is small).
@@ -65,17 +66,27 @@ def _kernel(name: str, fn):
 def _run(name: str, fn, *args):
     kernel = _kernel(name, fn)
     if kernel is fn:
+        _RAN_COMPILED[name] = False
         return fn(*args)
     try:
         # The flat [T, N] arguments are views of [T, B, C, H, W] tensors and Dynamo guards on their bases' sizes:
         # duck sizing would add guards like B == H that recompile for every new layer shape (and hit Dynamo's
         # recompile limit in deep nets). Without duck sizing one compile serves all shapes of a given rank.
         with _fx_config.patch(use_duck_shape=False):
-            return kernel(*args)
+            out = kernel(*args)
+        _RAN_COMPILED[name] = True
+        return out
     except Exception as e:  # a missing C++ toolchain must not stop training: fall back, loudly, once
         warnings.warn(f"LIF: torch.compile of {name} failed ({type(e).__name__}: {e}); using the eager kernel")
         _COMPILED[name] = fn
+        _RAN_COMPILED[name] = False
         return fn(*args)
+
+
+def compiled_state() -> bool | None:
+    """Whether the fused LIF kernels that ran in this process ran compiled: True (all of them), False (some ran
+    the eager loop: compilation failed or DISTSNN_LIF_COMPILE=0), None (no fused LIF kernel ran yet)."""
+    return all(_RAN_COMPILED.values()) if _RAN_COMPILED else None
 
 
 class FusedLIF(torch.autograd.Function):

@@ -146,6 +146,11 @@ class Telemetry:
         else:
             self._set("distsnn_device_memory_max_allocated_bytes", 0)
 
+    def update_lif_compiled(self, compiled: bool | None) -> None:
+        """``distsnn_lif_compiled``: 1 compiled, 0 eager fallback; None (no fused LIF ran) leaves it unset."""
+        if self.cfg.enabled and compiled is not None:
+            self._set("distsnn_lif_compiled", 1.0 if compiled else 0.0)
+
     def count_skipped_step(self) -> None:
         if self.cfg.enabled:
             self._m["distsnn_skipped_steps_total"].labels(*self._base).inc()

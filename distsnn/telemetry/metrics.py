@@ -50,6 +50,7 @@ CATALOGUE = (
     MetricSpec("distsnn_checkpoints_total", Counter, "complete checkpoints written"),
     MetricSpec("distsnn_heartbeat_timestamp_seconds", Gauge, "unix time of the last heartbeat of the training loop"),
     MetricSpec("distsnn_world_size", Gauge, "number of ranks the run expects"),
+    MetricSpec("distsnn_lif_compiled", Gauge, "1 = the fused LIF kernels run compiled; 0 = eager fallback (~6x slower: no C compiler, or DISTSNN_LIF_COMPILE=0); absent when no fused LIF runs"),
 )
 
 
