@@ -3,18 +3,21 @@ from __future__ import annotations
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
-    """``auto`` is bf16 on a GPU and fp32 on the CPU; reduced precision on the CPU is refused."""
+    """``auto`` is bf16 on a GPU and fp32 on the CPU; an explicit ``bf16`` also runs on the CPU (CPU autocast
+    supports it). ``fp16`` never gets here: the config loader refuses it."""
     if precision == "auto":
         return "bf16" if device_type == "cuda" else "fp32"
-    if precision != "fp32" and device_type != "cuda":
-        raise ValueError(f"deepspeed.precision: {precision!r} needs a GPU; this run is on the CPU (use auto or fp32)")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"deepspeed.precision: {precision!r} is not supported (use auto, fp32 or bf16)")
     return precision
 
 
-def deepspeed_config(cfg, world_size: int, precision: str) -> dict:
-    """Batch sizes, ZeRO stage, fp16 loss scaling, clipping. bf16 runs as torch autocast around the forward
-    (weights and optimizer state stay fp32), so DeepSpeed's own bf16 mode is not used."""
-    ds = {
+def deepspeed_config(cfg, world_size: int) -> dict:
+    """Batch sizes, ZeRO stage, clipping. Neither DeepSpeed's ``bf16``/``fp16`` modes nor its ``torch_autocast``
+    section are used: bf16 is torch autocast entered inside ``TrainModule.forward`` (weights, gradients, their
+    all-reduce and the optimizer state stay fp32). Without a ``torch_autocast`` section the engine's forward
+    disables any autocast entered *around* it, which is why it is entered inside."""
+    return {
         "train_micro_batch_size_per_gpu": cfg.data.batch_size,
         "gradient_accumulation_steps": cfg.deepspeed.grad_accum,
         "train_batch_size": cfg.data.batch_size * cfg.deepspeed.grad_accum * world_size,
@@ -24,6 +27,3 @@ def deepspeed_config(cfg, world_size: int, precision: str) -> dict:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if precision == "fp16":
-        ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
-    return ds

@@ -18,10 +18,12 @@ from distsnn.data import build_train_loader, build_val_loader
 from distsnn.losses import build_objective
 from distsnn.models import build_student, build_teacher, save_weights
 from distsnn.models.output import ModelOutput
+from distsnn.spiking.lif_fused import compiled_state as lif_compiled_state
 from distsnn.telemetry import Telemetry
 
 from . import checkpoint as ckpt
 from . import exit_codes
+from .compute_dtype import ConvDtypeProbe, check_compute_dtype
 from .deepspeed_config import deepspeed_config, resolve_precision
 from .evaluate import evaluate
 from .optim import build_optimizer, build_scheduler
@@ -32,13 +34,23 @@ from .stop_signal import StopSignal
 
 
 class TrainModule(nn.Module):
-    """Student + objective (heads, embedders, CKA/Z buffers): what DeepSpeed trains and checkpoints."""
+    """Student + objective (heads, embedders, CKA/Z buffers): what DeepSpeed trains and checkpoints.
 
-    def __init__(self, student: nn.Module, objective: nn.Module):
+    ``autocast_dtype`` (bf16 or None) is entered here, inside DeepSpeed's forward: without a ``torch_autocast``
+    section in its config the engine runs the module under ``autocast(enabled=False)``, which would undo an
+    autocast entered around ``engine(...)``."""
+
+    def __init__(self, student: nn.Module, objective: nn.Module, device_type: str = "cpu",
+                 autocast_dtype: torch.dtype | None = None):
         super().__init__()
         self.student, self.objective = student, objective
+        self.device_type, self.autocast_dtype = device_type, autocast_dtype
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor, teacher: ModelOutput | None):
+        with torch.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self._forward(views, labels, teacher)
+
+    def _forward(self, views, labels, teacher):
         if len(views) == 1:
             outs = [self.student(views[0], return_features=True)]
         else:  # both views in one pass: one BN statistic over both, as SupCon's siamese set-up does
@@ -89,7 +101,8 @@ class Trainer:
         global_batch = cfg.data.batch_size * accum * world
         self.global_batch = global_batch
         lr = cfg.optim.lr * (global_batch / cfg.optim.lr_reference_batch if cfg.optim.lr_reference_batch else 1.0)
-        module = TrainModule(self.student, self.objective)
+        module = TrainModule(self.student, self.objective, device.type,
+                             torch.bfloat16 if self.precision == "bf16" else None)
         optimizer = build_optimizer([module], cfg.optim, lr)
         warmup = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
         scheduler = build_scheduler(optimizer, self.total_steps, warmup, lr, cfg.optim.min_lr)
@@ -101,13 +114,14 @@ class Trainer:
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
-                                                    config=deepspeed_config(cfg, world, self.precision))
+                                                    config=deepspeed_config(cfg, world))
         self.telemetry = Telemetry(cfg.telemetry, run=cfg.run.name, method=self.method, rank=rank,
                                    local_rank=local_rank)
         self.stop = StopSignal()
         self.step = 0
         self.skipped = 0
         self.config_hash = config_hash(cfg)
+        self.compute_dtype: torch.dtype | None = None  # what the first training forward really ran in
 
     # ---- set-up helpers -------------------------------------------------------------------------------------
     def _seed_rank_streams(self) -> None:
@@ -117,8 +131,9 @@ class Trainer:
         random.seed(seed)
 
     def _autocast(self):
+        """For the teacher and evaluation, which run outside the engine (the engine's forward autocasts itself)."""
         if self.precision == "bf16":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def plan(self) -> dict:
@@ -211,8 +226,8 @@ class Trainer:
         """ZeRO 0 applies a NaN gradient to every weight (DEPENDENCY-FACTS.md): check, agreed across ranks. At a
         gradient-accumulation boundary DeepSpeed has just all-reduced the gradients, so every rank holds the same
         values and reaches the same verdict without a collective; between boundaries they are rank-local."""
-        if self.cfg.deepspeed.zero_stage > 0 or self.precision == "fp16":
-            return True  # ZeRO 1/2 and the fp16 loss scaler skip non-finite steps themselves
+        if self.cfg.deepspeed.zero_stage > 0:
+            return True  # ZeRO 1/2 skip non-finite steps themselves
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
         f = (~torch.isfinite(norm)).float().reshape(1)
@@ -252,10 +267,14 @@ class Trainer:
                 t_data = time.perf_counter()
                 data_wait = t_data - t_prev
                 teacher_out = None
-                with self._autocast():
-                    if self.teacher is not None:
-                        with torch.no_grad():
-                            teacher_out = self.teacher(batch.views[0], return_features=True)
+                if self.teacher is not None:
+                    with torch.no_grad(), self._autocast():
+                        teacher_out = self.teacher(batch.views[0], return_features=True)
+                if self.compute_dtype is None:
+                    with ConvDtypeProbe(self.student) as probe:
+                        out = self.engine(batch.views, batch.labels, teacher_out)
+                    self._check_runtime(probe.dtype)
+                else:
                     out = self.engine(batch.views, batch.labels, teacher_out)
                 bad, stop = self._flags(out.total)
                 if bad:
@@ -299,6 +318,16 @@ class Trainer:
         _log(f"done: {self.step} steps; weights exported to {path}")
         return exit_codes.OK
 
+    def _check_runtime(self, conv_dtype: torch.dtype | None) -> None:
+        """After the first forward: the precision the convolutions ran in must be the plan's (else exit 70)."""
+        self.compute_dtype = conv_dtype
+        check_compute_dtype(self.precision, conv_dtype)
+        lif = lif_compiled_state()  # None: no fused LIF ran (ANN, reference implementation)
+        _log(f"first forward: convolutions ran in {conv_dtype} (precision {self.precision})"
+             + ("" if lif is None else f"; fused LIF {'compiled' if lif else 'NOT compiled (eager fallback, slow)'}"))
+        self.run.log_metrics({"kind": "runtime", "step": self.step, "precision": self.precision,
+                              "conv_output_dtype": str(conv_dtype).removeprefix("torch."), "lif_compiled": lif})
+
     def _after_step(self, out, progress, summary, epoch, step_time, data_wait):
         cfg = self.cfg
         lr = self.engine.get_lr()[0]
@@ -317,6 +346,7 @@ class Trainer:
         summary.add(comps["total"], ips, step_time, data_wait)
         eta = progress.eta_s()
         if tel_now:
+            self.telemetry.update_lif_compiled(lif_compiled_state())
             self.telemetry.update_step(step=self.step, epoch=epoch, total_steps=self.total_steps, components=comps,
                                        lr=lr, images_per_s=ips, step_time_s=step_time, data_wait_s=data_wait,
                                        eta_s=eta)
@@ -341,13 +371,6 @@ class TeacherError(ValueError):
 def env_rank() -> tuple[int, int, int]:
     """(rank, world size, local rank) from the launcher's environment (deepspeed, torchrun) or 1 process."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def pick_device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def init_distributed(device: torch.device, world: int) -> None:
