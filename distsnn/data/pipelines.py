@@ -28,7 +28,8 @@ def decode(jpegs, decode_device: str):
 
 @pipeline_def(enable_checkpointing=True)
 def train_pipeline(files, index, rank, world, aug, size, buffer, num_views, decode_device):
-    """[views..., cls bytes]: ``num_views`` independent augmentations of each image."""
+    """[views..., cls bytes]: ``num_views`` independent augmentations of each image; the colour jitter and random
+    grayscale of ``aug`` only with two views (STCL), the loader refuses them in one-view recipes."""
     jpegs, cls = read_shards(files, index, rank, world, shuffle=True, buffer=buffer, stick=False)
     images = decode(jpegs, decode_device)
     views = [train_view(images, aug, size, with_colour=num_views > 1) for _ in range(num_views)]
