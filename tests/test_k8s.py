@@ -143,6 +143,8 @@ def test_training_pods_wiring(rendered, d):
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == nnodes
     assert "command" not in c  # the image's entrypoint: tini + docker/entrypoint.sh -> deepspeed
     args = c["args"]
+    assert args[0].startswith("--hostfile=")
+    args = args[1:]
     assert args[:6] == ["--no_ssh", "--num_nodes=$(NNODES)", "--node_rank=$(NODE_RANK)", "--master_addr=$(MASTER_ADDR)",
                         "--master_port=29500", "--num_gpus=$(GPUS_PER_POD)"]
     assert args[6] == "launchers/train.py" and args[7] == "--config"
@@ -159,6 +161,20 @@ def test_training_pods_wiring(rendered, d):
         rj = js["spec"]["replicatedJobs"][0]["name"]
         assert env["MASTER_ADDR"] == f"{js['metadata']['name']}-{rj}-0-0.{js['spec']['network']['subdomain']}"
         assert js["spec"]["network"]["enableDNSHostnames"] is True
+    # the DeepSpeed hostfile (a ConfigMap file): pod i's DNS name on line i, GPUS_PER_POD slots each, line 0 = master
+    hostfile = Path(c["args"][0].split("=", 1)[1])
+    hf_vols = {v["name"]: v for v in pod["volumes"]}
+    [hf_mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(hostfile.parent)]
+    hf_cm = _one(docs, "ConfigMap", hf_vols[hf_mount["name"]]["configMap"]["name"])
+    hosts = [line.split() for line in hf_cm["data"][hostfile.name].splitlines() if line.strip() and not line.startswith("#")]
+    if d == "base":
+        names = [f"{_one(docs, 'Job')['metadata']['name']}-{i}.{pod['subdomain']}" for i in range(nnodes)]
+    else:
+        js = _one(docs, "JobSet")
+        names = [f"{js['metadata']['name']}-{js['spec']['replicatedJobs'][0]['name']}-0-{i}.{js['spec']['network']['subdomain']}"
+                 for i in range(nnodes)]
+    assert hosts == [[n, f"slots={gpus}"] for n in names], hosts
+    assert names[0] == env["MASTER_ADDR"]
     # grace period long enough for a checkpoint; GPUs; /dev/shm in memory
     assert pod["terminationGracePeriodSeconds"] >= 300
     assert c["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
@@ -187,9 +203,10 @@ def test_training_pods_wiring(rendered, d):
 
 
 def test_run_config_map_is_a_valid_run_config(rendered, tmp_path):
-    cm = _one(rendered["base"], "ConfigMap")
+    [cm] = [d for d in rendered["base"] if d["kind"] == "ConfigMap" and "run.yaml" in d["data"]]
     (tmp_path / "run.yaml").write_text(cm["data"]["run.yaml"])
     cfg = load(tmp_path / "run.yaml")
+    assert cfg.run.device == "cuda"  # a pod without a usable GPU fails fast (78) instead of training on the CPU
     assert cfg.telemetry.enabled and cfg.telemetry.bind_address == "0.0.0.0"  # reachable from Prometheus
     assert cfg.run.out_dir == "/runs" and cfg.data.train_shards.startswith("/data/shards/")
     assert cfg.teacher.weights.startswith("/runs/")
@@ -275,7 +292,8 @@ def test_monitoring_objects(rendered):
     exprs = " ".join(t["expr"] for p in dash["panels"] for t in p["targets"])
     for needed in ("distsnn_loss", "distsnn_cka{", "distsnn_cka_lambda", "distsnn_firing_rate_ratio",
                    "distsnn_images_per_second", "distsnn_data_wait_seconds_total", "distsnn_eval_top1_ratio",
-                   "distsnn_eta_seconds", "distsnn_device_memory_max_allocated_bytes", "DCGM_FI_DEV_GPU_UTIL"):
+                   "distsnn_eta_seconds", "distsnn_device_memory_max_allocated_bytes", "DCGM_FI_DEV_GPU_UTIL",
+                   "distsnn_lif_compiled"):
         assert needed in exprs, needed
     pr = _one(docs, "PrometheusRule")
     for g in pr["spec"]["groups"]:
