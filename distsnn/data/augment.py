@@ -2,10 +2,11 @@
 
 Train view: random-resized crop (area in [min_scale, 1], aspect 3/4..4/3), random horizontal flip,
 normalise to CHW float. The two views of STCL (TCL paper Sec. 4.3 and 5.1: "Color Jitter and Random Gray
-Scale") add a brightness/contrast/saturation jitter of strength ``color_jitter`` and grayscale with probability
-``grayscale_p``; one-view runs have no colour step, so the loader refuses those two keys in a one-view recipe
-(``distsnn/config/relevance.py``) rather than let them do nothing. Each call draws its own random numbers, so calling it twice on one image gives two
-independent views (no explicit per-op seeds: equal seeds would make the views identical).
+Scale") add a brightness/contrast/saturation jitter of strength ``color_jitter`` and grayscale with
+probability ``grayscale_p``; one-view runs have no colour step, so the loader refuses those two keys in a
+one-view recipe (``distsnn/config/relevance.py``) rather than let them do nothing. Each call draws its own random
+numbers, so calling it twice on one image gives two independent views (no explicit per-op seeds: equal seeds
+would make the views identical).
 """
 from __future__ import annotations
 
