@@ -15,6 +15,7 @@ from distsnn import distributed as D
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig
 from distsnn.losses import build_objective, estimate_log_z, linear_cka, nce_critic_loss, temporal_supcon_loss
 from distsnn.losses.global_cka import global_linear_cka
+from hsic_reference import cka_of, hsic_triple
 
 
 class ModelOutput(NamedTuple):
@@ -69,7 +70,7 @@ def objective_inputs(x, xa, p):
 def method_cfg():
     return MethodConfig(name="sscl+stcl",
                         tcl=TCLConfig(layers=["stage1", "pooled"], proj_hidden=6, proj_dim=4, weight=5.0),
-                        sscl=SSCLConfig(layers=["stage1", "pooled"], embed_dim=4, pool_grid=2, cka_momentum=0.3))
+                        sscl=SSCLConfig(layers=["stage1", "pooled"], embed_dim=4, pool_grid=2, cka_decay=0.3))
 
 
 def run_cases(data, params, lo, hi, r):
@@ -115,7 +116,8 @@ def run_cases(data, params, lo, hi, r):
             [(outer, torch.tanh(xa)), (x[:, :2], xa[:, :3].abs())], form)), [])
 
     torch.manual_seed(0)                       # identical heads/embedders on every rank
-    obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
+    obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100,
+                          timesteps=T).train()
     ps = {k: params[k].clone().requires_grad_() for k in ("Q1", "Q2", "Wc")}
     views, teacher = objective_inputs(x, xa, ps)
     res = obj(views, data["labels"][lo:hi], teacher)
@@ -129,7 +131,8 @@ def run_cases(data, params, lo, hi, r):
     # The same objective under bf16 autocast (the GPU recipes' precision): bf16 embeddings and features go
     # through the fused gather and all-reduce in float32 / float64.
     torch.manual_seed(0)
-    obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
+    obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100,
+                          timesteps=T).train()
     ps = {k: params[k].clone().requires_grad_() for k in ("Q1", "Q2", "Wc")}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         views, teacher = objective_inputs(x, xa, ps)
@@ -150,7 +153,8 @@ def collectives_per_objective_step(data, params, lo, hi):
         cfg = method_cfg()
         cfg.tcl.layers, cfg.sscl.layers = layers, layers
         torch.manual_seed(0)
-        obj = build_objective(cfg, {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100).train()
+        obj = build_objective(cfg, {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100,
+                          timesteps=T).train()
         views, teacher = objective_inputs(data["x"][lo:hi], data["xa"][lo:hi], params)
         obj(views, data["labels"][lo:hi], teacher)          # first step: also estimates log Z
         calls = []
@@ -233,6 +237,12 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
                            linear_cka(data["x"][:, :2], data["xa"][:, :3].abs())])
     for form in ("gram", "moments", "auto"):
         torch.testing.assert_close(ref[f"cka_{form}"][0], cka_ref, rtol=1e-9, atol=1e-12)
+    # The objective's CKA is on the whole maps with time kept (S^l [n, T*C*H*W], Eq.8-9): one process against
+    # Eq.9 written out (and every rank against one process, below).
+    views, teacher = objective_inputs(data["x"], data["xa"], params)
+    for layer in ("stage1", "pooled"):
+        want = cka_of(hsic_triple(views[0].features[layer], teacher.features[layer]))
+        assert ref[f"component.cka.{layer}"][0].item() == pytest.approx(want, rel=1e-5), layer
 
     # Collectives per objective step (sscl+stcl, both CKA forms in use with 2 layers), TCL and SSCL alike: 1 shape
     # check (all-reduce), 1 gather (TCL: keys + labels; SSCL: embeddings + Gram-form CKA rows), 1 all-reduce (TCL:

@@ -43,16 +43,16 @@ def test_unbiased_hsic_rejects_small_or_mismatched():
 
 def test_linear_cka_properties():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 6, generator=g)
-    y = x @ torch.randn(6, 9, generator=g) + 0.3 * torch.randn(40, 9, generator=g)
+    x = torch.randn(40, 6, generator=g, dtype=torch.float64)   # float64: 0.01 * y in float32 rounds (1e-9 in CKA)
+    y = x @ torch.randn(6, 9, generator=g, dtype=torch.float64) + 0.3 * torch.randn(40, 9, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
     base = linear_cka(x, y).item()
     assert linear_cka(x, x).item() == pytest.approx(1.0, abs=1e-12)
-    assert linear_cka(x.double() @ q, y).item() == pytest.approx(base, rel=1e-9)   # orthogonal
+    assert linear_cka(x @ q, y).item() == pytest.approx(base, rel=1e-9)   # orthogonal
     assert linear_cka(7.5 * x, 0.01 * y).item() == pytest.approx(base, rel=1e-9)   # isotropic scale
     assert 0.3 < base < 1.0
     # Flattening: [n, C, H, W] is the same as its [n, C*H*W] view.
-    f = torch.randn(40, 2, 3, 3, generator=g)
+    f = torch.randn(40, 2, 3, 3, generator=g, dtype=torch.float64)
     assert linear_cka(f, y).item() == pytest.approx(linear_cka(f.reshape(40, -1), y).item(), rel=1e-12)
 
 

@@ -69,8 +69,8 @@ class TeacherConfig:
 class AugmentConfig:
     min_scale: float = knob(0.08, "random-resized-crop minimum area fraction", gt=0.0, le=1.0)
     hflip: bool = knob(True, "random horizontal flip")
-    color_jitter: float = knob(0.4, "brightness/contrast/saturation jitter strength for the STCL views (0 = off)", ge=0.0)
-    grayscale_p: float = knob(0.2, "probability of random grayscale for the STCL views", ge=0.0, le=1.0)
+    color_jitter: float = knob(0.4, "brightness/contrast/saturation jitter strength of the two views (0 = off); two-view methods only (stcl, sscl+stcl), refused for the others", ge=0.0)
+    grayscale_p: float = knob(0.2, "probability of random grayscale of the two views; two-view methods only (stcl, sscl+stcl), refused for the others", ge=0.0, le=1.0)
     mean: list = knob([0.485, 0.456, 0.406], "per-channel mean (0-1 scale) for normalisation")
     std: list = knob([0.229, 0.224, 0.225], "per-channel std (0-1 scale) for normalisation")
 
@@ -97,7 +97,8 @@ class TCLConfig:
     temperature: float = knob(0.07, "contrastive temperature tau (TCL Eq.7/10)", gt=0.0)
     weight: float = knob(0.5, "lambda of TCL Eq.8 (0.5) / STCL Eq.9 (5)", ge=0.0)
     supervised: bool = knob(True, "SupCon positives (same class, Eq.10); false = same image only (Eq.7)")
-    layers: list = knob(list(FEATURE_LAYERS), "features with a projection head and a contrastive term (deep contrastive supervision)")
+    layers: list = knob(["stage1", "stage2", "stage3", "pooled"], "features with a projection head and a contrastive term (deep contrastive supervision); not both the last stage and pooled (pooled is its global average: the same vector twice)")
+    head: Literal["conv", "gap"] = knob("conv", "head of a stage feature: 'conv' = Contrastive Deep Supervision's stride-2 separable conv blocks (GroupNorm, not BN) to the last stage's resolution, then global average pool + MLP; 'gap' = global average pool + MLP")
     proj_hidden: int = knob(512, "projection head hidden width", ge=1)
     proj_dim: int = knob(128, "projection head output (embedding) width", ge=1)
 
@@ -106,15 +107,15 @@ class TCLConfig:
 class SSCLConfig:
     temperature: float = knob(0.07, "critic temperature tau (SSCL Eq.19)", gt=0.0)
     weight: float = knob(1.0, "overall multiplier of sum_l lambda_l L_NCE^l (Eq.20 uses 1)", ge=0.0)
-    layers: list = knob(list(FEATURE_LAYERS), "layers with an NCE term: the 4 stages and the pooled feature")
+    layers: list = knob(list(FEATURE_LAYERS), "layers with an NCE term: the 4 stage maps and the pooled feature (a 1x1 last stage IS the pooled feature: list one of them)")
     embed_dim: int = knob(128, "common embedding width D of g^S and g^A", ge=1)
-    pool_grid: int = knob(1, "SNN/ANN stage features are average-pooled to a grid x grid map before the embedders", ge=1)
+    pool_grid: int = knob(2, "g^S/g^A input: each stage map average-pooled to grid x grid, flattened with time kept (>= 2: channel means would make the last stage the pooled feature)", ge=2)
     num_data: int = knob(0, "M of Eq.19: training-set size (0 = take it from the data)", ge=0)
     normalizer: Literal["estimate", "none"] = knob("estimate", "Z of the critic: 'estimate' = CRD's constant from the first batch; 'none' = literal Eq.19 (log Z = 0)")
     cka_weights: bool = knob(True, "weight layers by lambda_l = 1/CKA_l (Eq.20); false = plain NCE (Table 3 ablation)")
-    cka_momentum: float = knob(0.0, "EMA momentum of the CKA estimate across mini-batches (0 = this batch only)", ge=0.0, lt=1.0)
+    cka_decay: float = knob(0.9, "CKA across mini-batches: EMA decay of the unbiased HSIC terms (Eq.9) that CKA is formed from (0.9 ~ 10 recent batches; 0 = this batch only)", ge=0.0, lt=1.0)
     cka_min: float = knob(0.05, "CKA is clamped to at least this before 1/CKA", gt=0.0, le=1.0)
-    cka_estimator: Literal["auto", "gram", "moments"] = knob("auto", "how the global-batch CKA is computed (same value): 'gram' gathers the features for [n, n] Gram matrices; 'moments' all-reduces feature-space sums X'Y, X'X, Y'Y (memory and traffic independent of the batch); 'auto' = moments once twice the global batch exceeds the two features' summed widths")
+    cka_estimator: Literal["auto", "gram", "moments", "local"] = knob("auto", "how the global-batch CKA's HSIC terms are computed (same value): 'gram' gathers the full maps for [n, n] Gram matrices; 'moments' all-reduces feature-space sums X'Y, X'X, Y'Y (small features only); 'auto' = moments once twice the global batch exceeds the two features' summed widths; 'local' = each rank's mini-batch, averaged (Nguyen et al.; not the global batch; for very large worlds)")
 
 
 @dataclass(kw_only=True)

@@ -13,10 +13,10 @@ from distsnn.distributed import all_gather_columns, all_reduce_sums, check_same_
 
 from .classification import mean_ce_loss, tet_loss
 from .cka_weights import CKAWeights
-from .heads import Embedder, ProjectionHead
+from .heads import Embedder, ProjectionHead, tcl_head_widths
 from .global_cka import GlobalCKA
 from .nce_critic import estimate_log_z, nce_critic_local
-from .pooling import grid_flatten, spatial_mean
+from .pooling import grid_flatten, representation_rows, spatial_mean
 from .temporal_supcon import check_supcon_inputs, gather_supcon_keys, supcon_anchors, temporal_supcon_local
 
 if TYPE_CHECKING:  # only a type here: importing distsnn.models at run time would pull in timm (seconds)
@@ -37,8 +37,9 @@ class LossOutput(NamedTuple):
 class Objective(nn.Module):
     """The training loss of one method. Parameters: TCL projection heads (one per layer in
     ``method.tcl.layers``), SSCL embedders g^S / g^A (one pair per layer in ``method.sscl.layers``),
-    trained with the student. Buffers (checkpointed): CKA EMA state, per-layer ``log_z`` and
-    ``log_z_ready``.
+    trained with the student. Buffers (checkpointed): the CKA's running HSIC terms, per-layer ``log_z`` and
+    ``log_z_ready``. Every loss is computed in float32 with autocast disabled, whatever the features' dtype
+    (a bf16 matmul of the critic's logits shifts the SSCL loss by ~15 %).
 
     Methods: ann = CE on ``[B, K]`` logits; baseline = Eq.4; tet = Eq.5; tcl = CE_cls + w * sum_l CL_l
     (Eq.8); stcl = CE_cls(view1) + CE_cls(view2) + w * sum_l CL_l on both views stacked on S (Eq.9);
@@ -51,7 +52,7 @@ class Objective(nn.Module):
     """
 
     def __init__(self, cfg: MethodConfig, student_channels: dict[str, int] | None,
-                 teacher_channels: dict[str, int] | None, num_data: int = 0):
+                 teacher_channels: dict[str, int] | None, num_data: int = 0, timesteps: int = 1):
         super().__init__()
         self.method = cfg.name
         self.classification = cfg.classification
@@ -62,8 +63,10 @@ class Objective(nn.Module):
 
         self.heads = nn.ModuleDict()
         if self.method in CONTRAST_METHODS:
-            for layer in self._layers(cfg.tcl.layers, student_channels, "method.tcl.layers", "student_channels"):
-                self.heads[layer] = ProjectionHead(student_channels[layer], cfg.tcl.proj_hidden, cfg.tcl.proj_dim)
+            layers = self._layers(cfg.tcl.layers, student_channels, "method.tcl.layers", "student_channels")
+            # Contrastive Deep Supervision heads (TCL Sec. 4.4): conv blocks per stage, then GAP + MLP.
+            for layer, down in tcl_head_widths(layers, student_channels, cfg.tcl.head).items():
+                self.heads[layer] = ProjectionHead(student_channels[layer], cfg.tcl.proj_hidden, cfg.tcl.proj_dim, down)
 
         self.embed_s, self.embed_a = nn.ModuleDict(), nn.ModuleDict()
         self.sscl_layers: list[str] = []
@@ -77,13 +80,16 @@ class Objective(nn.Module):
             if self.num_data < 1:
                 raise ValueError("method.sscl.num_data is 0 and no training-set size (num_data) was given: "
                                  "M of SSCL Eq.19 is needed")
+            if timesteps < 1:
+                raise ValueError(f"timesteps (model.timesteps) must be >= 1, got {timesteps}")
             g2 = cfg.sscl.pool_grid ** 2
             for layer in self.sscl_layers:
                 cells = 1 if layer == "pooled" else g2           # "pooled" is [.., C] already
-                self.embed_s[layer] = Embedder(student_channels[layer] * cells, cfg.sscl.embed_dim)
+                # g^S sees the whole spike train [T, C, g, g] of a sample (pooling.grid_flatten says why).
+                self.embed_s[layer] = Embedder(timesteps * student_channels[layer] * cells, cfg.sscl.embed_dim)
                 self.embed_a[layer] = Embedder(teacher_channels[layer] * cells, cfg.sscl.embed_dim)
         n = len(self.sscl_layers)
-        self.cka = CKAWeights(self.sscl_layers, cfg.sscl.cka_momentum, cfg.sscl.cka_min, cfg.sscl.cka_weights)
+        self.cka = CKAWeights(self.sscl_layers, cfg.sscl.cka_decay, cfg.sscl.cka_min, cfg.sscl.cka_weights)
         self.register_buffer("log_z", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("log_z_ready", torch.zeros(n, dtype=torch.bool))
         # Host-side mirror of log_z_ready, so a step does not sync with the device to read it;
@@ -116,6 +122,14 @@ class Objective(nn.Module):
             raise ValueError(f"method {self.method} expects {self.num_views} student view(s), got {len(student_views)}")
         if self.requires_teacher and teacher is None:
             raise ValueError(f"method {self.method} needs the teacher's output (teacher=...)")
+        # Losses in float32 (issue: bf16 autocast turned the critic's matmul and log Z subtraction to bf16).
+        with torch.autocast(student_views[0].logits.device.type, enabled=False):
+            student_views = [_float32(v) for v in student_views]
+            teacher = _float32(teacher) if teacher is not None else None
+            return self._forward(student_views, labels, teacher)
+
+    def _forward(self, student_views: list[ModelOutput], labels: torch.Tensor,
+                 teacher: ModelOutput | None) -> LossOutput:
         comps: dict[str, torch.Tensor] = {}
         if self.method == "ann":
             total = F.cross_entropy(student_views[0].logits, labels)
@@ -148,8 +162,8 @@ class Objective(nn.Module):
         ids_from = labels if self.tcl_cfg.supervised else None      # None: Eq.7, the sample is its own class
         zs = []
         for layer, head in self.heads.items():
-            # [T, B, C] per view -> [S, B, D] with S = T * views.
-            z = torch.cat([head(spatial_mean(self._feature(v, layer, f"student view {i + 1}")))
+            # [T, B, C(, H, W)] per view -> [S, B, D] with S = T * views (the head pools spatial features).
+            z = torch.cat([head(self._feature(v, layer, f"student view {i + 1}"))
                            for i, v in enumerate(views)], dim=0)
             # validate=False: the head normalises, and the check would cost a host sync per layer.
             check_supcon_inputs(z, ids_from, validate=False)
@@ -171,20 +185,22 @@ class Objective(nn.Module):
         embeddings with gradient, Gram-form CKA rows without), one all-reduce (the NCE values and the moment-form
         CKA sums), and the gather's reduce-scatter."""
         cfg = self.sscl_cfg
-        s_feats, a_feats, z_s, z_a = [], [], [], []
+        self._check_distinct_layers(student)
+        s_maps, a_maps, z_s, z_a = [], [], [], []
         for layer in self.sscl_layers:
-            s_feat = grid_flatten(self._feature(student, layer, "student view 1"), cfg.pool_grid, time_major=True)
-            a_feat = grid_flatten(self._feature(teacher, layer, "teacher").detach(), cfg.pool_grid, time_major=False)
-            if s_feat.shape[0] != a_feat.shape[0]:
-                raise ValueError(f"layer {layer}: student batch {s_feat.shape[0]} != teacher batch {a_feat.shape[0]}")
-            s_feats.append(s_feat)
-            a_feats.append(a_feat)
-            z_s.append(self.embed_s[layer](s_feat))
-            z_a.append(self.embed_a[layer](a_feat))
-        check_same_shapes(s_feats + a_feats, "SSCL features")
+            s_feat = self._feature(student, layer, "student view 1")
+            a_feat = self._feature(teacher, layer, "teacher").detach()
+            if s_feat.shape[1] != a_feat.shape[0]:
+                raise ValueError(f"layer {layer}: student batch {s_feat.shape[1]} != teacher batch {a_feat.shape[0]}")
+            # CKA (Eq.8-9) on the whole representation: S^l [B, T*C*H*W], A^l [B, C*H*W].
+            s_maps.append(representation_rows(s_feat, time_major=True))
+            a_maps.append(representation_rows(a_feat, time_major=False))
+            z_s.append(self.embed_s[layer](grid_flatten(s_feat, cfg.pool_grid, time_major=True)))
+            z_a.append(self.embed_a[layer](grid_flatten(a_feat, cfg.pool_grid, time_major=False)))
+        check_same_shapes(s_maps + a_maps, "SSCL features")
         log_zs = [self._log_z(k, z_s[k], z_a[k]) for k in range(len(self.sscl_layers))]
-        # CKA on the global batch, detached: a weight, not an objective (SSCL Eq.20).
-        cka = GlobalCKA(list(zip(s_feats, a_feats)), cfg.cka_estimator)
+        # CKA's HSIC terms on the global batch, detached: a weight, not an objective (SSCL Eq.20).
+        cka = GlobalCKA(list(zip(s_maps, a_maps)), cfg.cka_estimator)
         dtype = torch.promote_types(z_s[0].dtype, torch.float32)             # half/bf16 -> float32
         n = len(z_a)
         gathered = all_gather_columns([z.to(dtype) for z in z_a] + cka.to_gather,
@@ -194,14 +210,25 @@ class Objective(nn.Module):
                              for zs, za, lz in zip(z_s, a_all, log_zs)])
         summed = all_reduce_sums([local, *cka.to_sum])
         nce = global_value(local, summed[0])
-        ckas = cka.finish(gathered[n:], summed[1:])
+        terms = cka.finish(gathered[n:], summed[1:])
         total = 0.0
         for k, layer in enumerate(self.sscl_layers):
-            cka_k, lam = self.cka(layer, ckas[k])
+            cka_k, lam = self.cka(layer, terms[k])
             comps[f"nce.{layer}"], comps[f"cka.{layer}"], comps[f"lambda.{layer}"] = nce[k], cka_k.float(), lam.float()
             total = total + lam.to(nce.dtype) * nce[k]
         comps["nce"] = total
         return total
+
+    def _check_distinct_layers(self, student: ModelOutput) -> None:
+        """No two NCE terms on the same input: the pooled feature is the last stage's spatial mean, so a last
+        stage of 1 x 1 (ResNet-20 at 16 px) IS the pooled feature, and listing both counts it twice in Eq.20."""
+        if "pooled" not in self.sscl_layers:
+            return
+        stages = sorted((k for k in student.features if k.startswith("stage")), key=lambda k: int(k[5:]))
+        last = stages[-1] if stages else None
+        if last in self.sscl_layers and math.prod(student.features[last].shape[-2:]) == 1:
+            raise ValueError(f"method.sscl.layers: {last!r} is 1x1 at this input size, so it is the same vector as "
+                             f"'pooled'; list only one of them (a larger data.image_size makes them differ)")
 
     def _log_z(self, k: int, z_s: torch.Tensor, z_a: torch.Tensor) -> torch.Tensor | float:
         """log Z of layer k: 0 (literal Eq.19), or CRD's estimate frozen at the first training batch."""
@@ -220,7 +247,16 @@ class Objective(nn.Module):
         return est
 
 
+def _float32(out: ModelOutput) -> ModelOutput:
+    """Half/bf16 logits and features as float32 (float32 and float64 pass unchanged)."""
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+    return type(out)(up(out.logits), {k: up(v) for k, v in out.features.items()})
+
+
 def build_objective(method: MethodConfig, student_channels: dict[str, int] | None,
-                    teacher_channels: dict[str, int] | None = None, num_data: int = 0) -> Objective:
-    """The objective of ``method.name`` with the config's weights; see :class:`Objective`."""
-    return Objective(method, student_channels, teacher_channels, num_data)
+                    teacher_channels: dict[str, int] | None = None, num_data: int = 0,
+                    timesteps: int = 1) -> Objective:
+    """The objective of ``method.name`` with the config's weights; ``timesteps``: the student's T (the width
+    of g^S's input); see :class:`Objective`."""
+    return Objective(method, student_channels, teacher_channels, num_data, timesteps)

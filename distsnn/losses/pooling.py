@@ -1,4 +1,4 @@
-"""Feature pooling in front of the heads: spatial mean per time step, or a g x g grid flattened."""
+"""Feature pooling in front of the heads: spatial mean per time step (TCL); SSCL's per-sample rows."""
 from __future__ import annotations
 
 import torch
@@ -14,18 +14,37 @@ def spatial_mean(feature: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"spatial_mean: expected a [T, B, C, H, W] or [T, B, C] feature, got {list(feature.shape)}")
 
 
-def grid_flatten(feature: torch.Tensor, grid: int, time_major: bool) -> torch.Tensor:
-    """SSCL: a feature -> ``[B, C*grid*grid]`` (``[B, C]`` for an already pooled one).
-
-    ``time_major``: the student's ``[T, B, C, H, W]`` / ``[T, B, C]`` (mean over T first); otherwise
-    the teacher's ``[B, C, H, W]`` / ``[B, C]``. Spatial maps are adaptive-average-pooled to grid x grid.
-    """
+def _rows(feature: torch.Tensor, time_major: bool, fn: str) -> torch.Tensor:
+    """Student ``[T, B, ...]`` -> ``[B, T, ...]``; teacher ``[B, ...]`` as is; checks the rank."""
     if time_major:
         if feature.dim() not in (3, 5):
-            raise ValueError(f"grid_flatten: a student feature must be [T, B, C, H, W] or [T, B, C], got {list(feature.shape)}")
-        feature = feature.mean(dim=0)
-    if feature.dim() == 2:
-        return feature
-    if feature.dim() != 4:
-        raise ValueError(f"grid_flatten: expected [B, C, H, W] or [B, C] after the time mean, got {list(feature.shape)}")
-    return F.adaptive_avg_pool2d(feature, grid).flatten(1)
+            raise ValueError(f"{fn}: a student feature must be [T, B, C, H, W] or [T, B, C], got {list(feature.shape)}")
+        return feature.transpose(0, 1)
+    if feature.dim() not in (2, 4):
+        raise ValueError(f"{fn}: a teacher feature must be [B, C, H, W] or [B, C], got {list(feature.shape)}")
+    return feature
+
+
+def representation_rows(feature: torch.Tensor, time_major: bool) -> torch.Tensor:
+    """SSCL's layer representation as one row per sample, the whole map (what CKA Eq.8-9 is taken on):
+    student S^l ``[T, B, C, H, W]`` -> ``[B, T*C*H*W]`` (time kept, S^l in R^{n x T x p}); teacher A^l
+    ``[B, C, H, W]`` -> ``[B, C*H*W]``; pooled ``[T, B, C]`` / ``[B, C]`` likewise."""
+    return _rows(feature, time_major, "representation_rows").flatten(1)
+
+
+def grid_flatten(feature: torch.Tensor, grid: int, time_major: bool) -> torch.Tensor:
+    """The input of SSCL's embedders g^S / g^A: each map average-pooled to ``grid x grid`` cells, flattened
+    with time kept: student ``[T, B, C, H, W]`` -> ``[B, T*C*grid*grid]``, teacher ``[B, C, H, W]`` ->
+    ``[B, C*grid*grid]``; pooled features ``[T, B, C]`` -> ``[B, T*C]``, ``[B, C]`` as is.
+
+    Why a grid: a stage map flattened whole would make g^S a huge matrix (ImageNet stage 1: T*64*56*56 = 0.8 M
+    inputs per output); its channel means (grid 1) make the last stage the pooled feature again (SSCL counts
+    both). A grid of >= 2 x 2 keeps coarse spatial layout in a fixed width independent of the input size (a
+    map smaller than the grid is repeated into it: a linear map learns the same from repeated inputs). Time is
+    kept, as in S^l in R^{n x T x p}: g^S is a linear map of the whole spike train, which includes its mean."""
+    rows = _rows(feature, time_major, "grid_flatten")
+    if rows.dim() == (3 if time_major else 2):
+        return rows.flatten(1)
+    lead = rows.shape[:-3]
+    pooled = F.adaptive_avg_pool2d(rows.reshape(-1, *rows.shape[-3:]), grid)
+    return pooled.reshape(*lead, -1).flatten(1)

@@ -88,7 +88,7 @@ class Trainer:
             self.teacher = build_teacher(cfg.teacher, cfg.model).to(device)
             teacher_channels = self.teacher.feature_channels
         self.objective = build_objective(cfg.method, self.student.feature_channels, teacher_channels,
-                                         info.num_train).to(device)
+                                         info.num_train, timesteps=cfg.model.timesteps).to(device)
         self._seed_rank_streams()
         self.train_loader = build_train_loader(cfg.data, info, rank, world, cfg.run.seed,
                                                num_views=self.objective.num_views, device=device)
