@@ -5,6 +5,7 @@ security settings hold on every pod template; the training pod wiring is consist
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -300,3 +301,45 @@ def test_monitoring_objects(rendered):
         assert g["name"] and g["rules"]
         for r in g["rules"]:
             assert ("record" in r) != ("alert" in r) and r["expr"]
+
+
+def _kustomize(path: Path, *flags: str) -> list[dict]:
+    res = subprocess.run(["kubectl", "kustomize", *flags, str(path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"kubectl kustomize {path}: {res.stderr}"
+    return [doc for doc in yaml.safe_load_all(res.stdout) if doc]
+
+
+def _without_rdma(container: dict) -> dict:
+    """The container with the rdma Component's additions taken out again."""
+    c = json.loads(json.dumps(container))
+    c["securityContext"]["capabilities"].pop("add")
+    for part in ("requests", "limits"):
+        c["resources"][part] = {k: v for k, v in c["resources"][part].items() if not k.startswith("rdma/")}
+    c["env"] = [e for e in c["env"] if e["name"] not in ("NCCL_IB_DISABLE", "NCCL_IB_HCA", "NCCL_IB_GID_INDEX",
+                                                          "NCCL_NET_GDR_LEVEL")]
+    return c
+
+
+def test_rdma_overlay_adds_the_device_ipc_lock_and_nccl_settings_and_nothing_else(rendered, tmp_path):
+    docs = _kustomize(K8S / "overlays" / "rdma")
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) not in CRDS:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    [c] = _one(docs, "Job")["spec"]["template"]["spec"]["containers"]
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    rdma = {k: v for k, v in c["resources"]["limits"].items() if k.startswith("rdma/")}
+    assert rdma and rdma == {k: v for k, v in c["resources"]["requests"].items() if k.startswith("rdma/")}
+    env = _env(c)
+    assert env["NCCL_IB_DISABLE"] == "0" and env["NCCL_IB_HCA"] and env["NCCL_SOCKET_IFNAME"] == "eth0"
+    [base] = _one(rendered["base"], "Job")["spec"]["template"]["spec"]["containers"]
+    assert _without_rdma(c) == base  # the rest of the locked-down pod is untouched
+    assert "ipc_lock" not in json.dumps(base).lower() and not [k for k in base["resources"]["limits"] if "rdma" in k]
+    # the same Component on the JobSet: its inner Job gets it too (components run before the spec is copied)
+    js_dir = tmp_path / "jobset-rdma"
+    shutil.copytree(K8S / "overlays" / "jobset", js_dir)
+    kz = (js_dir / "kustomization.yaml").read_text().replace("../../base", os.path.relpath(K8S / "base", js_dir))
+    kz += f"components:\n  - {os.path.relpath(K8S / 'components' / 'rdma', js_dir)}\n"
+    (js_dir / "kustomization.yaml").write_text(kz)
+    js = _one(_kustomize(js_dir, "--load-restrictor", "LoadRestrictionsNone"), "JobSet")
+    [jc] = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"]
+    assert jc["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"] and _env(jc)["NCCL_IB_HCA"]
