@@ -11,18 +11,23 @@ VENV_BIN = REPO / ".venv" / "bin"
 CONFIG = "demo_sscl.yaml"
 
 
-def tiny_overrides(out_dir, cache_dir, teacher) -> list[str]:
+TINY_WIDTH = 0.125   # the trainer tests' student and teacher: half the demo's width, a quarter of its convolutions
+
+
+def tiny_overrides(out_dir, cache_dir, teacher, width: float | None = TINY_WIDTH) -> list[str]:
     """demo_sscl.yaml made tiny: no telemetry, no plots, full-precision losses every step in metrics.jsonl,
-    evaluation and checkpoints only at the end unless a test asks, a random (untrained) teacher."""
+    evaluation and checkpoints only at the end unless a test asks, a random (untrained) teacher of ``width``
+    (None: the demo's own width)."""
     return [f"run.out_dir={out_dir}", "run.log_every_steps=1", "run.eval_every_epochs=1000", "run.plots=false",
+            *([f"model.width_multiplier={width}"] if width is not None else []),
             f"data.cache_dir={cache_dir}", "data.prefetch=1", "telemetry.enabled=false",
             "checkpoint.every_epochs=1000", "checkpoint.keep_last=5",
             f"teacher.weights={teacher}", "teacher.check_accuracy=false",
             "method.tcl.proj_hidden=32", "method.tcl.proj_dim=16"]
 
 
-def make_teacher(path: Path) -> Path:
-    """A freshly built ann_resnet20 (width 0.125, 10 classes), the demo teacher's architecture, untrained."""
+def make_teacher(path: Path, width: float = TINY_WIDTH) -> Path:
+    """A freshly built ann_resnet20 (10 classes), the demo teacher's architecture at ``width``, untrained."""
     import timm
     import torch
 
@@ -30,8 +35,14 @@ def make_teacher(path: Path) -> Path:
     from distsnn.models import save_weights
 
     torch.manual_seed(0)
-    save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
+    save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=width), path)
     return path
+
+
+def demo_width() -> float:
+    """The width of the demo recipe's student (and so of its teacher)."""
+    from distsnn.config import load
+    return load(CONFIG).model.width_multiplier
 
 
 def launch_env() -> dict:

@@ -25,7 +25,7 @@ METHODS = ("ann", "baseline", "tet", "tcl", "stcl", "sscl", "sscl+stcl")
 # 10 train images (one per class), 5 per rank: every step sees the whole subset, so the loss can fall within a
 # few steps. Constant lr, no decay.
 LEARN = ["data.train_fraction=0.01", "data.batch_size=5", "data.augment.min_scale=1.0", "optim.warmup_epochs=0",
-         "optim.min_lr=0.1", "optim.weight_decay=0"]
+         "optim.min_lr=0.1", "optim.weight_decay=0", "optim.grad_clip=0"]   # no clipping unless a case sets it
 # SSCL with the random teacher: cka_min 1.0 (lambda_l = 1) because the per-batch CKA against an untrained
 # teacher is noise and 1/CKA (up to 1/0.05) turns the total into that noise (measured at the demo defaults:
 # totals of ~200-400 over 36 steps, not falling); clipping because the first steps after the log Z estimate
@@ -43,12 +43,16 @@ def write(tmp: str, case: str, rank: int, record: dict) -> None:
     Path(tmp, f"{case}.rank{rank}.json").write_text(json.dumps(record))
 
 
-def build(overrides: list[str], rank: int, world: int):
+def load_config(overrides: list[str]):
     from distsnn.config import load
+    return load(CONFIG, overrides)
+
+
+def build(overrides: list[str], rank: int, world: int):
     from distsnn.train.main import _preflight
     from distsnn.train.trainer import Trainer
 
-    cfg = load(CONFIG, overrides)
+    cfg = load_config(overrides)
     return Trainer(cfg, _preflight(cfg), torch.device("cpu"), rank, world, rank)
 
 
@@ -82,6 +86,23 @@ def case_method(tmp, base, rank, world, method, extra=()):
     if rank == 0:
         rec["losses"] = [v for _, v in sorted(step_losses(tr.run.path).items())]
     write(tmp, name, rank, rec)
+
+
+DEMO_STEPS = 30
+
+
+def case_demo_sscl(tmp, base, rank, world):
+    """The demo's SSCL recipe as shipped (Eq.20 at weight 1, 1/CKA weights, its clipping, full data and schedule)
+    for its first 30 steps, with an untrained teacher of the demo's width."""
+    spec = json.loads(Path(tmp, "spec.json").read_text())
+    overrides = tiny_overrides(f"{tmp}/runs", spec["cache"], spec["demo_teacher"], width=None)
+    tr = build(overrides + ["run.name=demo_sscl", f"run.max_steps={DEMO_STEPS}"], rank, world)
+    rc = fit(tr)
+    rec = {"rc": rc, "steps": tr.step, "skipped": tr.skipped, "weight": tr.cfg.method.sscl.weight,
+           "cka_weights": tr.cfg.method.sscl.cka_weights}
+    if rank == 0:
+        rec["losses"] = [v for _, v in sorted(step_losses(tr.run.path).items())]
+    write(tmp, "demo_sscl", rank, rec)
 
 
 def case_nan(tmp, base, rank, world, where="loss"):
