@@ -297,3 +297,16 @@ def test_a_1x1_last_stage_and_pooled_are_not_both_sscl_layers():
     assert torch.equal(grid_flatten(s_feats["stage2"], 2, True)[:, ::4], grid_flatten(s_feats["pooled"], 2, True))
     big = torch.randn(T, B, 5, 2, 2, generator=g)
     assert not torch.allclose(grid_flatten(big, 2, True)[:, ::4], grid_flatten(big.mean(dim=(3, 4)), 2, True))
+
+
+def test_sscl_embed_time_mean_feeds_g_s_the_firing_rate():
+    obj = build(method("sscl", embed_time="mean", normalizer="none"))
+    v, a = student(31), teacher(32)
+    out = obj([v], LABELS, a)
+    for layer in ("stage1", "pooled"):
+        rate = v.features[layer].mean(0)                                         # [B, C(, H, W)]
+        zs = obj.embed_s[layer](_embed_input(rate, False))
+        za = obj.embed_a[layer](_embed_input(a.features[layer], False))
+        want = nce_critic_loss(zs, za, 0.07, num_data=100, log_z=0.0)
+        assert out.components[f"nce.{layer}"].item() == pytest.approx(want.item(), rel=1e-6)
+    assert obj.embed_s["stage1"].linear.in_features == 4 * 2 * 2                # C * g * g, no T

@@ -110,6 +110,7 @@ class SSCLConfig:
     layers: list = knob(list(FEATURE_LAYERS), "layers with an NCE term: the 4 stage maps and the pooled feature (a 1x1 last stage IS the pooled feature: list one of them)")
     embed_dim: int = knob(128, "common embedding width D of g^S and g^A", ge=1)
     pool_grid: int = knob(2, "g^S/g^A input: each stage map average-pooled to grid x grid, flattened with time kept (>= 2: channel means would make the last stage the pooled feature)", ge=2)
+    embed_time: Literal["keep", "mean"] = knob("keep", "g^S input: the whole spike train of each map, time steps side by side (S^l in R^{n x T x p}), or its firing rate (mean over T)")
     num_data: int = knob(0, "M of Eq.19: training-set size (0 = take it from the data)", ge=0)
     normalizer: Literal["estimate", "none"] = knob("estimate", "Z of the critic: 'estimate' = CRD's constant from the first batch; 'none' = literal Eq.19 (log Z = 0)")
     cka_weights: bool = knob(True, "weight layers by lambda_l = 1/CKA_l (Eq.20); false = plain NCE (Table 3 ablation)")

@@ -85,8 +85,9 @@ class Objective(nn.Module):
             g2 = cfg.sscl.pool_grid ** 2
             for layer in self.sscl_layers:
                 cells = 1 if layer == "pooled" else g2           # "pooled" is [.., C] already
-                # g^S sees the whole spike train [T, C, g, g] of a sample (pooling.grid_flatten says why).
-                self.embed_s[layer] = Embedder(timesteps * student_channels[layer] * cells, cfg.sscl.embed_dim)
+                # g^S sees the whole spike train [T, C, g, g] of a sample, or its rate (pooling.grid_flatten).
+                steps = timesteps if cfg.sscl.embed_time == "keep" else 1
+                self.embed_s[layer] = Embedder(steps * student_channels[layer] * cells, cfg.sscl.embed_dim)
                 self.embed_a[layer] = Embedder(teacher_channels[layer] * cells, cfg.sscl.embed_dim)
         n = len(self.sscl_layers)
         self.cka = CKAWeights(self.sscl_layers, cfg.sscl.cka_decay, cfg.sscl.cka_min, cfg.sscl.cka_weights)
@@ -195,7 +196,8 @@ class Objective(nn.Module):
             # CKA (Eq.8-9) on the whole representation: S^l [B, T*C*H*W], A^l [B, C*H*W].
             s_maps.append(representation_rows(s_feat, time_major=True))
             a_maps.append(representation_rows(a_feat, time_major=False))
-            z_s.append(self.embed_s[layer](grid_flatten(s_feat, cfg.pool_grid, time_major=True)))
+            z_s.append(self.embed_s[layer](grid_flatten(s_feat, cfg.pool_grid, time_major=True,
+                                                         keep_time=cfg.embed_time == "keep")))
             z_a.append(self.embed_a[layer](grid_flatten(a_feat, cfg.pool_grid, time_major=False)))
         check_same_shapes(s_maps + a_maps, "SSCL features")
         log_zs = [self._log_z(k, z_s[k], z_a[k]) for k in range(len(self.sscl_layers))]

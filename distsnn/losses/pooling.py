@@ -32,7 +32,7 @@ def representation_rows(feature: torch.Tensor, time_major: bool) -> torch.Tensor
     return _rows(feature, time_major, "representation_rows").flatten(1)
 
 
-def grid_flatten(feature: torch.Tensor, grid: int, time_major: bool) -> torch.Tensor:
+def grid_flatten(feature: torch.Tensor, grid: int, time_major: bool, keep_time: bool = True) -> torch.Tensor:
     """The input of SSCL's embedders g^S / g^A: each map average-pooled to ``grid x grid`` cells, flattened
     with time kept: student ``[T, B, C, H, W]`` -> ``[B, T*C*grid*grid]``, teacher ``[B, C, H, W]`` ->
     ``[B, C*grid*grid]``; pooled features ``[T, B, C]`` -> ``[B, T*C]``, ``[B, C]`` as is.
@@ -41,7 +41,12 @@ def grid_flatten(feature: torch.Tensor, grid: int, time_major: bool) -> torch.Te
     inputs per output); its channel means (grid 1) make the last stage the pooled feature again (SSCL counts
     both). A grid of >= 2 x 2 keeps coarse spatial layout in a fixed width independent of the input size (a
     map smaller than the grid is repeated into it: a linear map learns the same from repeated inputs). Time is
-    kept, as in S^l in R^{n x T x p}: g^S is a linear map of the whole spike train, which includes its mean."""
+    kept, as in S^l in R^{n x T x p}: g^S is a linear map of the whole spike train, which includes its mean.
+    ``keep_time=False``: the student's firing rate (mean over T) instead, ``[B, C*grid*grid]``."""
+    if time_major and not keep_time:
+        if feature.dim() not in (3, 5):
+            raise ValueError(f"grid_flatten: a student feature must be [T, B, C, H, W] or [T, B, C], got {list(feature.shape)}")
+        return grid_flatten(feature.mean(dim=0), grid, time_major=False)
     rows = _rows(feature, time_major, "grid_flatten")
     if rows.dim() == (3 if time_major else 2):
         return rows.flatten(1)
