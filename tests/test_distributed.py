@@ -15,7 +15,7 @@ from distsnn import distributed as D
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig
 from distsnn.losses import build_objective, estimate_log_z, linear_cka, nce_critic_loss, temporal_supcon_loss
 from distsnn.losses.global_cka import global_linear_cka
-from hsic_reference import cka_of, hsic_triple
+from hsic_reference import cka_of, hsic1, hsic_triple
 
 
 class ModelOutput(NamedTuple):
@@ -114,6 +114,7 @@ def run_cases(data, params, lo, hi, r):
     for form in ("gram", "moments", "auto"):   # auto: pair 1 (35 + 7 >= 2N) Gram, pair 2 (2 + 3 < 2N) moments
         case(f"cka_{form}", lambda p, form=form: torch.stack(global_linear_cka(
             [(outer, torch.tanh(xa)), (x[:, :2], xa[:, :3].abs())], form)), [])
+    case("local_cka", lambda p: global_linear_cka([(outer, torch.tanh(xa))], "local")[0], [])
 
     torch.manual_seed(0)                       # identical heads/embedders on every rank
     obj = build_objective(method_cfg(), {"stage1": 4, "pooled": 5}, {"stage1": 3, "pooled": 6}, num_data=100,
@@ -237,6 +238,16 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
                            linear_cka(data["x"][:, :2], data["xa"][:, :3].abs())])
     for form in ("gram", "moments", "auto"):
         torch.testing.assert_close(ref[f"cka_{form}"][0], cka_ref, rtol=1e-9, atol=1e-12)
+    # "local": Nguyen et al.'s mini-batch estimator with each rank's rows as the mini-batch -- the HSIC terms of the
+    # W row blocks, averaged, then CKA; the same value on every rank (and not the global batch's).
+    b = N // world
+    outer_all, ya_all = outer.double(), torch.tanh(data["xa"]).double()
+    terms = torch.stack([torch.stack([hsic1(X @ X.T, Y @ Y.T), hsic1(X @ X.T, X @ X.T), hsic1(Y @ Y.T, Y @ Y.T)])
+                         for X, Y in ((outer_all[r * b:(r + 1) * b], ya_all[r * b:(r + 1) * b]) for r in range(world))])
+    want_local = cka_of(terms.mean(0))
+    for rk in ranks:
+        assert rk["local_cka"][0].item() == pytest.approx(want_local, rel=1e-9)
+    ref.pop("local_cka")
     # The objective's CKA is on the whole maps with time kept (S^l [n, T*C*H*W], Eq.8-9): one process against
     # Eq.9 written out (and every rank against one process, below).
     views, teacher = objective_inputs(data["x"], data["xa"], params)
