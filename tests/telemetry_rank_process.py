@@ -1,7 +1,7 @@
 """A stand-in rank for the Prometheus tests: runs the real exporter and publishes steps through the
 public ``Telemetry`` API until killed. The values are chosen so that several alerts trigger:
 the loss grows 10 % per step (diverging), data wait is half the step time, a non-finite step is
-skipped every 25 steps, and the last checkpoint is a day old.
+skipped every 25 steps, the last checkpoint is a day old, and rank 1's fused LIF is not compiled.
 
 usage: python telemetry_rank_process.py RUN RANK WORLD_SIZE   (prints the metrics URL on stdout)
 """
@@ -21,6 +21,7 @@ def main() -> None:
     print(tel.url, flush=True)
     tel.update_eval(epoch=0, top1=[20.0, 35.0, 41.0, 44.0], top5=[50.0, 66.0, 71.0, 73.0])
     tel.update_checkpoint(duration_s=3.5, timestamp=time.time() - 86400)
+    tel.update_lif_compiled(rank != 1)  # rank 1's fused LIF fell back to the eager loop
     step = 0
     while True:
         step += 1

@@ -1,7 +1,7 @@
 """The image recipe: hadolint-clean, pinned base, installs from the lock, non-root, no build-essential or pip
 in the final stage but the compiler Triton/Inductor need and libibverbs for NCCL, entrypoint = tini +
-docker/entrypoint.sh; and the entrypoint itself, run for real around the `deepspeed` launcher: a SIGTERM reaches every rank at once and the ranks' exit code
-(75, "retry me") comes out."""
+docker/entrypoint.sh; and the entrypoint itself, run for real around the `deepspeed` launcher: a SIGTERM
+reaches every rank at once and the ranks' exit code (75, "retry me") comes out."""
 from __future__ import annotations
 
 import os

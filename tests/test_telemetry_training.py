@@ -52,7 +52,7 @@ def test_prometheus_scrapes_a_real_two_rank_training_run(tmp_path):
     sets = tiny_overrides(tmp_path / "runs", tmp_path / "cache", teacher) + [
         f"run.name={RUN}", "telemetry.enabled=true", f"telemetry.base_port={port}", "telemetry.update_every_steps=1",
         "data.train_fraction=0.05", "data.batch_size=8", "run.epochs=60", "run.eval_every_epochs=1",
-        "checkpoint.every_epochs=1", "checkpoint.keep_last=1", "model.neuron.implementation=reference"]
+        "checkpoint.every_epochs=1", "checkpoint.keep_last=1"]  # the fused LIF: distsnn_lif_compiled is exported
     cmd = ["deepspeed", "--num_gpus", "2", "launchers/train.py", "--config", "demo_sscl.yaml"]
     for s in sets:
         cmd += ["--set", s]
