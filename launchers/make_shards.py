@@ -4,6 +4,7 @@
   python launchers/make_shards.py folder   ROOT OUT [--split train]            # ROOT/<class>/<img>
   python launchers/make_shards.py imagenet ROOT OUT --split val --val-labels LOC_val_solution.csv
   python launchers/make_shards.py imagenet ROOT OUT --split val --val-labels ILSVRC2012_validation_ground_truth.txt --devkit-meta meta.mat
+  python launchers/make_shards.py cifar    cifar-100-python.tar.gz OUT [--labels coarse]  # train + test, lossless PNG
   python launchers/make_shards.py index    SHARD.tar ...                      # DALI index files only
 
 Shards are globally shuffled with --seed, about --shard-mb each, written by --workers processes;
@@ -17,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from distsnn.data import image_sources  # noqa: E402
+from distsnn.data import cifar, image_sources  # noqa: E402
 from distsnn.data.index_file import write_index  # noqa: E402
 from distsnn.data.manifest import load_classes  # noqa: E402
 from distsnn.data.shard_writer import write_split  # noqa: E402
@@ -42,6 +43,15 @@ def main(argv=None) -> int:
             p.add_argument("--devkit-meta", help="devkit data/meta.mat (with the devkit ground truth)")
         else:
             p.add_argument("--classes-from", help="a classes.json fixing the label order (e.g. the train split's)")
+    pc = sub.add_parser("cifar", help="CIFAR-10/100 python archive (.tar.gz or extracted folder) -> train + test shards")
+    pc.add_argument("archive", help="cifar-10-python.tar.gz, cifar-100-python.tar.gz, or their extracted folder")
+    pc.add_argument("out")
+    pc.add_argument("--labels", choices=("fine", "coarse"), default="fine",
+                    help="CIFAR-100: the 100 fine classes (default) or the 20 coarse superclasses")
+    pc.add_argument("--seed", type=int, default=0, help="global shuffle seed")
+    pc.add_argument("--max-count", type=int, default=10000, help="at most this many samples per shard")
+    pc.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    pc.add_argument("--no-progress", action="store_true")
     pi = sub.add_parser("index")
     pi.add_argument("tars", nargs="+")
     a = ap.parse_args(argv)
@@ -50,6 +60,8 @@ def main(argv=None) -> int:
         for t in a.tars:
             print(f"{t}: {write_index(t)} samples indexed")
         return 0
+    if a.cmd == "cifar":
+        return _cifar(a)
     try:
         if a.cmd == "imagenet":
             classes, samples = image_sources.imagenet(a.root, a.split, a.val_labels, a.devkit_meta)
@@ -63,6 +75,21 @@ def main(argv=None) -> int:
                         max_count=a.max_count, workers=a.workers, verify=a.verify, progress=not a.no_progress)
     print(f"{len(samples)} samples, {len(classes)} classes -> {len(files)} shards "
           f"{os.path.join(a.out, a.split + '-*.tar')}")
+    return 0
+
+
+def _cifar(a) -> int:
+    """Both splits of a CIFAR archive as PNG shards (lossless): OUT/train-*.tar and OUT/test-*.tar."""
+    try:
+        variant, classes, splits = cifar.load(a.archive, a.labels)
+    except (ValueError, OSError) as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 2
+    for split, (images, labels) in splits.items():
+        files = write_split(cifar.samples(images, labels), classes, a.out, split, seed=a.seed, shard_bytes=1 << 40,
+                            max_count=a.max_count, workers=a.workers, progress=not a.no_progress, keep_png=True)
+        print(f"{variant} {split}: {len(labels)} samples, {len(classes)} classes ({a.labels}) -> {len(files)} "
+              f"shards {os.path.join(a.out, split + '-*.tar')}")
     return 0
 
 

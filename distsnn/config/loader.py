@@ -117,6 +117,9 @@ def _semantic_checks(cfg: Config, source: str) -> None:
                 raise ConfigError(f"{source}: data.{key}: required when data.source is 'shards'")
     if cfg.data.val_resize < cfg.data.image_size:
         raise ConfigError(f"{source}: data.val_resize: {cfg.data.val_resize} must be >= data.image_size ({cfg.data.image_size})")
+    if cfg.data.augment.cutout > cfg.data.image_size:
+        raise ConfigError(f"{source}: data.augment.cutout: {cfg.data.augment.cutout} exceeds data.image_size "
+                          f"({cfg.data.image_size}): the square would erase the whole view")
     if cfg.method.name in ("sscl", "sscl+stcl") and not cfg.teacher.weights:
         raise ConfigError(f"{source}: teacher.weights: method {cfg.method.name!r} needs a teacher weights file")
     if cfg.deepspeed.precision == "fp16":  # DeepSpeed would halve the weights while DALI's images stay float32

@@ -40,6 +40,8 @@ RULES = (
     Rule("method.classification", *_method(CLASSIFICATION_METHODS, "chooses the CE term of the contrastive methods")),
     Rule("data.augment.color_jitter", *_method(TWO_VIEW_METHODS, "color_jitter applies to two-view methods")),
     Rule("data.augment.grayscale_p", *_method(TWO_VIEW_METHODS, "grayscale_p applies to two-view methods")),
+    Rule("data.augment.min_scale", lambda c: c.data.augment.pad_crop == 0,
+         lambda c: "sets the random-resized crop, which data.augment.pad_crop > 0 replaces"),
     Rule("teacher.min_accuracy", lambda c: c.teacher.check_accuracy,
          lambda c: "is checked only with teacher.check_accuracy: true"),
     Rule("data.train_shards", lambda c: c.data.source == "shards",

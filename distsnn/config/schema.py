@@ -47,7 +47,7 @@ class NeuronConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    name: str = knob("spiking_resnet18", "student: a registered timm name (spiking_resnet18/34/19/20, sew_resnet18/34)")
+    name: str = knob("spiking_resnet18", "student: a registered timm name (spiking_resnet18/34/19/20, sew_resnet18/34; CIFAR stems: spiking_resnet18/34_cifar, sew_resnet18/34_cifar)")
     num_classes: int = knob(1000, "number of classes", ge=2)
     timesteps: int = knob(4, "simulation time steps T", ge=1)
     width_multiplier: float = knob(1.0, "scales every channel count (1.0 = the paper's network; the CPU demo uses less)", gt=0.0)
@@ -67,7 +67,9 @@ class TeacherConfig:
 
 @dataclass(kw_only=True)
 class AugmentConfig:
-    min_scale: float = knob(0.08, "random-resized-crop minimum area fraction", gt=0.0, le=1.0)
+    min_scale: float = knob(0.08, "random-resized-crop minimum area fraction (refused with pad_crop > 0)", gt=0.0, le=1.0)
+    pad_crop: int = knob(0, "CIFAR crop instead of the random-resized crop: pad each side with this many black pixels, take an image_size window at a random offset (0 = random-resized crop; the CIFAR recipes use 4)", ge=0)
+    cutout: int = knob(0, "Cutout (DeVries & Taylor 2017) on every train view: a cutout x cutout square at a random centre, clipped at the border, set to 0 after normalisation (0 = off)", ge=0)
     hflip: bool = knob(True, "random horizontal flip")
     color_jitter: float = knob(0.4, "brightness/contrast/saturation jitter strength of the two views (0 = off); two-view methods only (stcl, sscl+stcl), refused for the others", ge=0.0)
     grayscale_p: float = knob(0.2, "probability of random grayscale of the two views; two-view methods only (stcl, sscl+stcl), refused for the others", ge=0.0, le=1.0)

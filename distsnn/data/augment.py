@@ -1,7 +1,9 @@
 """DALI augmentation graphs on decoded HWC uint8 RGB images (inside a pipeline definition).
 
-Train view: random-resized crop (area in [min_scale, 1], aspect 3/4..4/3), random horizontal flip,
-normalise to CHW float. The two views of STCL (TCL paper Sec. 4.3 and 5.1: "Color Jitter and Random Gray
+Train view: random-resized crop (area in [min_scale, 1], aspect 3/4..4/3) or, with ``pad_crop`` > 0, the
+CIFAR crop (pad with black, random ``size`` window), random horizontal flip, normalise to CHW float, then
+Cutout when ``cutout`` > 0 (DeVries & Taylor 2017: a square at a uniform centre, clipped at the border, set to
+0 after normalisation, i.e. the mean colour, as in their code; STCL uses it on CIFAR). The two views of STCL (TCL paper Sec. 4.3 and 5.1: "Color Jitter and Random Gray
 Scale") add a brightness/contrast/saturation jitter of strength ``color_jitter`` and grayscale with
 probability ``grayscale_p``; one-view runs have no colour step, so the loader refuses those two keys in a
 one-view recipe (``distsnn/config/relevance.py``) rather than let them do nothing. Each call draws its own random
@@ -10,6 +12,7 @@ would make the views identical).
 """
 from __future__ import annotations
 
+import nvidia.dali.math as dmath
 from nvidia.dali import fn, types
 
 
@@ -37,14 +40,36 @@ def colour(images, aug):
     return fn.color_twist(images, saturation=sat, **kw)
 
 
+def pad_crop(images, size: int, pad: int):
+    """CIFAR random crop: a ``size`` x ``size`` window at a uniform integer offset in [-pad, H - size + pad] (and
+    likewise in W); pixels outside the image are black (torchvision ``RandomCrop(size, padding=pad)``)."""
+    hw = fn.cast(images.shape()[0:2], dtype=types.FLOAT)  # HWC: (H, W)
+    u = fn.random.uniform(range=[0.0, 1.0], shape=[2])
+    start = fn.cast(dmath.floor(u * (hw - size + 2 * pad + 1)) - pad, dtype=types.INT32)
+    return fn.slice(images, start=start, shape=[size, size], axes=[0, 1], out_of_bounds_policy="pad", fill_values=0)
+
+
+def cutout(x, size: int, length: int):
+    """Cutout on [B, 3, size, size]: centre (cy, cx) uniform over the pixels, rows/cols [c - length//2,
+    c + length - length//2) clipped to the image, set to 0 (DeVries & Taylor's ``Cutout``, one hole)."""
+    c = dmath.floor(fn.random.uniform(range=[0.0, 1.0], shape=[2]) * size)
+    lo = dmath.clamp(c - length // 2, 0.0, float(size))
+    hi = dmath.clamp(c + (length - length // 2), 0.0, float(size))
+    return fn.erase(x, anchor=lo, shape=hi - lo, axis_names="HW", fill_value=0.0)
+
+
 def train_view(images, aug, size: int, with_colour: bool):
     """One augmented view: [B] decoded images -> [B, 3, size, size] float32."""
-    x = fn.random_resized_crop(images, size=(size, size), random_area=(aug.min_scale, 1.0),
-                               random_aspect_ratio=(3 / 4, 4 / 3))
+    if aug.pad_crop > 0:
+        x = pad_crop(images, size, aug.pad_crop)
+    else:
+        x = fn.random_resized_crop(images, size=(size, size), random_area=(aug.min_scale, 1.0),
+                                   random_aspect_ratio=(3 / 4, 4 / 3))
     if with_colour:
         x = colour(x, aug)
     mirror = fn.random.coin_flip(probability=0.5) if aug.hflip else None
-    return normalise(x, aug, mirror=mirror)
+    x = normalise(x, aug, mirror=mirror)
+    return cutout(x, size, aug.cutout) if aug.cutout > 0 else x
 
 
 def val_view(images, aug, resize: int, size: int):

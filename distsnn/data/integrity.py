@@ -72,9 +72,10 @@ def scan_shard(args) -> tuple[str, list[str], list[str]]:
             say("-", f"truncated tar: no end-of-archive marker after byte {end} (file has {size} bytes)")
     for key in order:
         comp = samples[key]
-        if "jpg" not in comp:
-            say(key, "missing .jpg")
-        elif decode and (err := _check_image(comp["jpg"])):
+        image = comp.get("jpg", comp.get("png"))  # the image member: .jpg or (lossless) .png
+        if image is None:
+            say(key, "missing .jpg / .png")
+        elif decode and (err := _check_image(image)):
             say(key, err)
         if "cls" not in comp:
             say(key, "missing .cls")

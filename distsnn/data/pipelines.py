@@ -2,7 +2,7 @@
 ``num_shards = world``, ``pad_last_batch=True`` (every rank runs the same number of batches per
 epoch; see ``sharding.py``), checkpointing enabled (reader position + RNG states).
 
-Outputs: the views ([B, 3, S, S] float32 each) and the raw ``.cls`` bytes, parsed on the host by the
+Samples are ``<key>.jpg`` or ``<key>.png`` (either, per sample) + ``<key>.cls``. Outputs: the views ([B, 3, S, S] float32 each) and the raw ``.cls`` bytes, parsed on the host by the
 loader so that a bad label names its shard and key (``source_info()``).
 """
 from __future__ import annotations
@@ -12,12 +12,13 @@ from nvidia.dali import fn, pipeline_def, types
 from .augment import train_view, val_view
 
 READER = "Reader"
+IMAGE_EXT = "jpg;png"  # one image per sample: JPEG, or PNG (lossless, e.g. CIFAR); the decoder reads both
 
 
 def read_shards(files, index, rank, world, shuffle, buffer, stick):
     """The webdataset reader; ``dont_use_mmap`` so that a short tar is reported with its path."""
     return fn.readers.webdataset(
-        paths=list(files), index_paths=list(index) if index else None, ext=["jpg", "cls"],
+        paths=list(files), index_paths=list(index) if index else None, ext=[IMAGE_EXT, "cls"],
         missing_component_behavior="error", shard_id=rank, num_shards=world, random_shuffle=shuffle,
         initial_fill=buffer, pad_last_batch=True, stick_to_shard=stick, dont_use_mmap=True, name=READER)
 

@@ -1,8 +1,9 @@
-"""Write webdataset shards: ``<key>.jpg`` + ``<key>.cls`` (ASCII class index) per sample.
+"""Write webdataset shards: ``<key>.jpg`` (or ``<key>.png``) + ``<key>.cls`` (ASCII class index) per sample.
 
 The sample list is shuffled globally with a seed before it is cut into shards (DALI only shuffles
 inside a buffer, so neighbours in a tar stay neighbours in a batch). Original JPEG bytes are kept,
-anything else is re-encoded as JPEG. Each shard is written by one task (``workers`` processes):
+anything else is re-encoded as JPEG, except PNG sources under ``keep_png`` (lossless data such as CIFAR), which
+are stored as given in ``<key>.png``. Each shard is written by one task (``workers`` processes):
 tar to a temp file + rename, then its DALI index, then a ``<shard>.json`` receipt (count, bytes,
 SHA-256, digest of its planned keys) written last; a re-run skips shards whose receipt matches the
 plan. Finally ``manifest.json`` and ``classes.json``.
@@ -24,6 +25,7 @@ from .manifest import CLASSES, sha256_file, update_manifest, write_json_atomic
 
 TAR_OVERHEAD = 2048  # two 512-byte headers + padding per sample, for the size plan
 JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -33,9 +35,12 @@ class ShardJob:
     items: list
     split: str
     verify: bool = False
+    keep_png: bool = False
 
     def digest(self) -> str:
         h = hashlib.sha256()
+        if self.keep_png:
+            h.update(b"keep_png\n")
         for src, label, key in self.items:
             h.update(f"{key}\t{label}\t{src if isinstance(src, str) else len(src)}\n".encode())
         return h.hexdigest()
@@ -94,6 +99,18 @@ def jpeg_bytes(src, verify: bool = False) -> bytes:
         raise ValueError(f"{name}: not a decodable image ({e})") from e
 
 
+def image_member(src, verify: bool = False, keep_png: bool = False) -> tuple[str, bytes]:
+    """``("png", bytes)`` for a PNG source under ``keep_png`` (checked to decode when ``verify``), else
+    ``("jpg", jpeg_bytes(src, verify))``."""
+    if keep_png:
+        data = open(src, "rb").read() if isinstance(src, str) else bytes(src)
+        if data[:8] == PNG_MAGIC:
+            if verify:
+                jpeg_bytes(data, verify=True)  # decodes it; names nothing better than "<bytes>" for bytes
+            return "png", data
+    return "jpg", jpeg_bytes(src, verify)
+
+
 def receipt_path(tar_path: str) -> str:
     return os.path.splitext(tar_path)[0] + ".json"
 
@@ -121,7 +138,8 @@ def write_shard(job: ShardJob) -> dict:
             # mtime=0 and fixed owner: identical inputs give byte-identical shards (checksums comparable)
             with wds.TarWriter(f, encoder=False, mtime=0.0) as tw:
                 for src, label, key in job.items:
-                    tw.write({"__key__": key, "jpg": jpeg_bytes(src, job.verify), "cls": str(label).encode()})
+                    ext, data = image_member(src, job.verify, job.keep_png)
+                    tw.write({"__key__": key, ext: data, "cls": str(label).encode()})
         os.replace(tmp, job.path)
     finally:
         if os.path.exists(tmp):
@@ -135,12 +153,13 @@ def write_shard(job: ShardJob) -> dict:
 
 def write_split(samples: list, classes: list[str], out_dir: str, split: str, seed: int = 0,
                 shard_bytes: int = 256 << 20, max_count: int = 0, workers: int = 1,
-                verify: bool = False, progress: bool = True) -> list[str]:
-    """Write ``samples`` (``[(source, label)]``) as shards ``<out_dir>/<split>-NNNNNN.tar``; returns their paths."""
+                verify: bool = False, progress: bool = True, keep_png: bool = False) -> list[str]:
+    """Write ``samples`` (``[(source, label)]``) as shards ``<out_dir>/<split>-NNNNNN.tar``; returns their paths.
+    ``keep_png``: store PNG sources losslessly as ``.png`` instead of re-encoding them as JPEG."""
     os.makedirs(out_dir, exist_ok=True)
     jobs = plan_shards(samples, out_dir, split, seed, shard_bytes, max_count)
     for j in jobs:
-        j.verify = verify
+        j.verify, j.keep_png = verify, keep_png
     bar = None
     if progress:
         from tqdm import tqdm

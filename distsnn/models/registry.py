@@ -6,7 +6,8 @@
 | ``sew_resnet18/34`` | SEW-ResNet with ADD connection (Fang et al. 2021; TCL/STCL) |
 | ``spiking_resnet19`` | CIFAR ResNet-19 of Zheng et al. 2020 (tdBN): 3x3 stem of 128, stages [3, 3, 2] x [128, 256, 512]; one FC head (the 256-wide hidden FC of some releases is left out) |
 | ``spiking_resnet20`` | CIFAR ResNet-20 of Rathi & Roy 2020 (DIET-SNN): three 3x3 convs of 64 + 2x2 avg-pool, stages [2, 2, 2, 2] x [128, 256, 512, 512] (dropout left out) |
-| ``ann_resnet18/34/19/20`` | the ANN counterparts (same net, ReLU, no T): the teachers |
+| ``spiking_resnet18/34_cifar``, ``sew_resnet18/34_cifar`` | the ResNet-18/34 stages on 32 px CIFAR images: 3x3/1 stem conv of 64, no max-pool (the CIFAR stem of TCL/STCL's SEW-ResNets and of the usual CIFAR ResNet-18); stage maps 32, 16, 8, 4 px |
+| ``ann_resnet18/34/19/20``, ``ann_resnet18/34_cifar`` | the ANN counterparts (same net, ReLU, no T): the teachers |
 
 Neuron arguments (``decay``, ``threshold``, ``surrogate``, ``surrogate_width``, ``implementation``) or a
 ready ``neuron`` factory are injected, as timm injects ``act_layer``.
@@ -26,6 +27,8 @@ ARCHS = {
     "resnet34": dict(layers=(3, 4, 6, 3), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2), stem="imagenet"),
     "resnet19": dict(layers=(3, 3, 2), widths=(128, 256, 512), strides=(1, 2, 2), stem="cifar"),
     "resnet20": dict(layers=(2, 2, 2, 2), widths=(128, 256, 512, 512), strides=(1, 2, 2, 2), stem="cifar3"),
+    "resnet18_cifar": dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2), stem="cifar"),
+    "resnet34_cifar": dict(layers=(3, 4, 6, 3), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2), stem="cifar"),
 }
 _TIMM_ARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only")
 
@@ -98,8 +101,39 @@ def ann_resnet20(**kwargs):
     return _build("resnet20", "ann", **kwargs)
 
 
-STUDENTS = ("spiking_resnet18", "spiking_resnet34", "spiking_resnet19", "spiking_resnet20", "sew_resnet18", "sew_resnet34")
-ANNS = ("ann_resnet18", "ann_resnet34", "ann_resnet19", "ann_resnet20")
+@register_model
+def spiking_resnet18_cifar(**kwargs):
+    return _build("resnet18_cifar", "spiking", **kwargs)
+
+
+@register_model
+def spiking_resnet34_cifar(**kwargs):
+    return _build("resnet34_cifar", "spiking", **kwargs)
+
+
+@register_model
+def sew_resnet18_cifar(**kwargs):
+    return _build("resnet18_cifar", "sew", **kwargs)
+
+
+@register_model
+def sew_resnet34_cifar(**kwargs):
+    return _build("resnet34_cifar", "sew", **kwargs)
+
+
+@register_model
+def ann_resnet18_cifar(**kwargs):
+    return _build("resnet18_cifar", "ann", **kwargs)
+
+
+@register_model
+def ann_resnet34_cifar(**kwargs):
+    return _build("resnet34_cifar", "ann", **kwargs)
+
+
+STUDENTS = ("spiking_resnet18", "spiking_resnet34", "spiking_resnet19", "spiking_resnet20", "sew_resnet18", "sew_resnet34",
+            "spiking_resnet18_cifar", "spiking_resnet34_cifar", "sew_resnet18_cifar", "sew_resnet34_cifar")
+ANNS = ("ann_resnet18", "ann_resnet34", "ann_resnet19", "ann_resnet20", "ann_resnet18_cifar", "ann_resnet34_cifar")
 
 
 def ann_counterpart(student: str) -> str:
