@@ -2,7 +2,8 @@
 container's args and environment as the kubelet would hand them over (env values, the completion index as
 NODE_RANK, ConfigMap volumes as files, $(VAR) expansion), and run the image's entrypoint once per pod on this
 machine. Only what cannot exist here is swapped: MASTER_ADDR is 127.0.0.1 (no cluster DNS), GPUS_PER_POD is 1
-(one CPU rank per pod), a free rendezvous port, and the run config is the demo recipe made tiny."""
+(one CPU rank per pod), a free rendezvous port, OMP_NUM_THREADS=1 (2 cores here), and the run config is the demo
+recipe made tiny."""
 from __future__ import annotations
 
 import re
@@ -97,9 +98,8 @@ def test_the_pods_launch_command_trains_one_world_across_two_pods(tmp_path, d):
         env = _env({"env": [{"name": k, "value": v} for k, v in env.items()]}, index)  # re-expand $(GPUS_PER_POD)
         args = _args(c, env, mounts, port, config)
         assert args[0].startswith("--hostfile=") and Path(args[0].split("=", 1)[1]).is_file(), args
-        # HOME/TMP-style paths of the pod point at /tmp: keep them, they are writable here too
-        run_env = {**launch_env(), **{k: v for k, v in env.items() if not k.startswith("NCCL_")},
-                   "OMP_NUM_THREADS": "1"}
+        # the pod's whole environment (its cache paths point at /tmp, writable here too); one thread per rank
+        run_env = {**launch_env(), **env, "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(entry + [str(REPO / "docker" / "entrypoint.sh"), *args], cwd=REPO,
                                       env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = []

@@ -19,7 +19,7 @@ from train_helpers import REPO, launch_env, metrics  # noqa: E402
 from distsnn.config import ConfigError, load  # noqa: E402
 from distsnn.train.compute_dtype import ConvDtypeProbe, check_compute_dtype  # noqa: E402
 from distsnn.train.device import cuda_unavailable_reason, pick_device  # noqa: E402
-from distsnn.train.nccl_transport import expected_transport, rdma_devices  # noqa: E402
+from distsnn.train.nccl_transport import expected_transport, log_nccl_transport, rdma_devices  # noqa: E402
 
 
 @pytest.mark.slow
@@ -106,3 +106,12 @@ def test_expected_nccl_transport(tmp_path):
     assert expected_transport({}, devs, False, True) == ("Socket", expected_transport({}, devs, False, True)[1])
     assert expected_transport({"NCCL_IB_DISABLE": "1"}, devs, True, True)[0] == "Socket"
     assert expected_transport({"NCCL_NET": "AWS Libfabric"}, devs, True, True)[0] == "AWS Libfabric"
+
+
+def test_the_start_line_names_the_expected_transport_and_where_nccls_own_choice_is(capsys, monkeypatch):
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth0")
+    monkeypatch.setenv("NCCL_IB_DISABLE", "1")
+    line = log_nccl_transport(3)
+    assert line in capsys.readouterr().out
+    assert "rank 3: NCCL " in line and "expected Socket (NCCL_IB_DISABLE=1)" in line
+    assert "interface eth0" in line and "'NCCL INFO NET/' lines" in line
