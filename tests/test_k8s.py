@@ -315,8 +315,7 @@ def _without_rdma(container: dict) -> dict:
     c["securityContext"]["capabilities"].pop("add")
     for part in ("requests", "limits"):
         c["resources"][part] = {k: v for k, v in c["resources"][part].items() if not k.startswith("rdma/")}
-    c["env"] = [e for e in c["env"] if e["name"] not in ("NCCL_IB_DISABLE", "NCCL_IB_HCA", "NCCL_IB_GID_INDEX",
-                                                          "NCCL_NET_GDR_LEVEL")]
+    c["env"] = [e for e in c["env"] if e["name"] not in ("NCCL_IB_DISABLE", "NCCL_IB_HCA", "NCCL_NET_GDR_LEVEL")]
     return c
 
 
