@@ -12,7 +12,8 @@ developed on, and have not been run yet): prints one table, exits 1 if a check f
 
 Data: the embedded digits shards (built on first use under ``--cache``), so no ImageNet is needed.
 Run: ``python benchmarks/gpu_check.py [--cache /tmp/distsnn-gpu-check] [--batch 32] [--image 224] [--steps 10]
-[--markdown out.md]``
+[--markdown out.md]``. ``--cpu-smoke`` runs the same code on the CPU (CPU decode, small sizes) to check the
+script itself: done on a 2-core CPU machine, all rows ok; it proves nothing about the GPU.
 """
 from __future__ import annotations
 
@@ -36,14 +37,15 @@ from distsnn.spiking.lif_fused import compiled_state
 
 
 def tiny_run(out_dir: str, cache: str, extra: list[str] = ()) -> list[str]:
-    return [f"run.out_dir={out_dir}", f"data.cache_dir={cache}", "run.device=cuda", "method.name=baseline",
+    return [f"run.out_dir={out_dir}", f"data.cache_dir={cache}", "method.name=baseline",
             "telemetry.enabled=false", "run.plots=false", "data.prefetch=1", "run.log_every_steps=1", *extra]
 
 
-def check_dali_resume(cache: str, out_dir: str, k: int = 3) -> list[str]:
-    cfg = load("demo_sscl.yaml", tiny_run(out_dir, cache, ["data.decode_device=mixed", "data.batch_size=16"]))
+def check_dali_resume(dev: torch.device, cache: str, out_dir: str, k: int = 3) -> list[str]:
+    decode = "mixed" if dev.type == "cuda" else "cpu"
+    cfg = load("demo_sscl.yaml", tiny_run(out_dir, cache, [f"data.decode_device={decode}", "data.batch_size=16",
+                                                           f"run.device={dev.type}"]))
     info = prepare_dataset(cfg.data)
-    dev = torch.device("cuda", 0)
     a = build_train_loader(cfg.data, info, 0, 1, cfg.run.seed, 1, device=dev)
     it = iter(a)
     for _ in range(k):
@@ -54,8 +56,8 @@ def check_dali_resume(cache: str, out_dir: str, k: int = 3) -> list[str]:
     got = next(iter(b))
     same = torch.equal(want.views[0], got.views[0]) and torch.equal(want.labels, got.labels)
     diff = (want.views[0].float() - got.views[0].float()).abs().max().item()
-    return ["DALI mixed: checkpoint after 3 batches, restore -> next batch", "same" if same else "DIFFERENT",
-            f"device {want.views[0].device}, max |diff| {diff:.3g}, labels equal {torch.equal(want.labels, got.labels)}",
+    return [f"DALI {decode}: checkpoint after {k} batches, restore -> next batch", "same" if same else "DIFFERENT",
+            f"device {want.views[0].device}, max abs diff {diff:.3g}, labels equal {torch.equal(want.labels, got.labels)}",
             "ok" if same else "FAIL"]
 
 
@@ -65,7 +67,7 @@ def conv_dtypes(trainer, batch, outer_autocast: bool) -> set[str]:
              for m in trainer.student.modules() if isinstance(m, nn.Conv2d)]
     try:
         if outer_autocast:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(trainer.device.type, dtype=torch.bfloat16):
                 trainer.engine(batch.views, batch.labels, None)
         else:
             trainer.engine(batch.views, batch.labels, None)
@@ -75,14 +77,15 @@ def conv_dtypes(trainer, batch, outer_autocast: bool) -> set[str]:
     return seen
 
 
-def check_bf16(cache: str, out_dir: str) -> list[list[str]]:
+def check_bf16(dev: torch.device, cache: str, out_dir: str) -> list[list[str]]:
     from distsnn.train.main import _preflight
     from distsnn.train.trainer import Trainer, init_distributed
 
     cfg = load("demo_sscl.yaml", tiny_run(out_dir, cache, ["run.name=gpu_check_bf16", "run.max_steps=2",
-                                                           "data.batch_size=16"]))
-    dev = torch.device("cuda", 0)
-    torch.cuda.set_device(dev)
+                                                           "data.batch_size=16", f"run.device={dev.type}",
+                                                           "deepspeed.precision=bf16"]))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     init_distributed(dev, 1)
     tr = Trainer(cfg, _preflight(cfg), dev, 0, 1, 0)
     batch = next(iter(tr.train_loader))
@@ -105,13 +108,12 @@ def check_bf16(cache: str, out_dir: str) -> list[list[str]]:
          f"plan precision {tr.precision}; autocast only around engine (old set-up): {','.join(sorted(around))}",
          "ok" if ok_inside else "FAIL"],
         ["bf16: fit() probe and metrics.jsonl agree", f"rc {rc}", f"runtime record {rt}", "ok" if ok_fit else "FAIL"],
-        ["fused LIF compiled (Triton)", str(lif), "False = eager fallback: see the 'LIF: torch.compile' warning",
+        ["fused LIF compiled (Triton on GPU)", str(lif), "False = eager fallback: see the 'LIF: torch.compile' warning",
          "ok" if lif else "FAIL"],
     ]
 
 
-def check_channels_last(batch: int, image: int, steps: int, warmup: int) -> list[list[str]]:
-    dev = torch.device("cuda", 0)
+def check_channels_last(dev: torch.device, batch: int, image: int, steps: int, warmup: int) -> list[list[str]]:
     cfg = ModelConfig(name="spiking_resnet18", num_classes=1000, timesteps=4)
     x = torch.randn(batch, 3, image, image, device=dev)
     y = torch.randint(0, 1000, (batch,), device=dev)
@@ -126,13 +128,14 @@ def check_channels_last(batch: int, image: int, steps: int, warmup: int) -> list
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step(model=model, opt=opt, xf=xf):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
                 logits = model(xf)  # [T, B, K]
             loss = F.cross_entropy(logits.float().mean(0), y)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            torch.cuda.synchronize()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
         fns[fmt] = step
     ms = interleaved_median_ms(fns, repeats=steps, warmup=warmup)
     ratio = ms["contiguous"] / ms["channels_last"]
@@ -149,15 +152,22 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--markdown", default=None)
+    p.add_argument("--cpu-smoke", action="store_true", help="run the same code on the CPU (CPU decode) to check the "
+                   "script itself; proves nothing about the GPU")
     a = p.parse_args()
-    if not torch.cuda.is_available():
+    if a.cpu_smoke:
+        dev = torch.device("cpu")
+    elif not torch.cuda.is_available():
         print("gpu_check: no usable GPU (torch.cuda.is_available() is False); run it on a GPU node", file=sys.stderr)
         return 78
+    else:
+        dev = torch.device("cuda", 0)
     out_dir = os.path.join(a.cache, "runs")
-    rows = [check_dali_resume(os.path.join(a.cache, "data"), out_dir)]
-    rows += check_bf16(os.path.join(a.cache, "data"), out_dir)
-    rows += check_channels_last(a.batch, a.image, a.steps, a.warmup)
-    notes = [f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__} (CUDA {torch.version.cuda}).",
+    rows = [check_dali_resume(dev, os.path.join(a.cache, "data"), out_dir)]
+    rows += check_bf16(dev, os.path.join(a.cache, "data"), out_dir)
+    rows += check_channels_last(dev, a.batch, a.image, a.steps, a.warmup)
+    gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none (--cpu-smoke)"
+    notes = [f"GPU: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}).",
              "Checks: DALI mixed-decode resume, bf16 inside the DeepSpeed forward, channels_last vs contiguous."]
     emit_table_report(notes, ["check", "result", "detail", "verdict"], rows, a.markdown)
     return 1 if any(r[3] == "FAIL" for r in rows) else 0
