@@ -57,7 +57,8 @@ def check_dali_resume(dev: torch.device, cache: str, out_dir: str, k: int = 3) -
     same = torch.equal(want.views[0], got.views[0]) and torch.equal(want.labels, got.labels)
     diff = (want.views[0].float() - got.views[0].float()).abs().max().item()
     return [f"DALI {decode}: checkpoint after {k} batches, restore -> next batch", "same" if same else "DIFFERENT",
-            f"device {want.views[0].device}, max abs diff {diff:.3g}, labels equal {torch.equal(want.labels, got.labels)}",
+            f"device {want.views[0].device}, max abs diff {diff:.3g}, "
+            f"labels equal {torch.equal(want.labels, got.labels)}",
             "ok" if same else "FAIL"]
 
 
