@@ -4,13 +4,13 @@ launcher, DALI reading the shards) against a plain single-process PyTorch loop w
 ``DataLoader`` over the same digits shards, torchvision augmentation, plain SGD, the same network, schedule and
 global batch). Final top-1 at t = T, several seeds each; the two must agree within the seed spread.
 
-    python benchmarks/parity.py                          # 3 seeds x (trainer, plain loop), 30 epochs, then the table
-    python benchmarks/parity.py --seeds 0 --epochs 1     # smoke run
+    python benchmarks/parity.py                       # 3 seeds x (trainer, plain loop), 30 epochs, then the table
+    python benchmarks/parity.py --seeds 0 --epochs 1  # smoke run
 
 Differences that remain by design: the trainer's BatchNorm sees each rank's 32 images, the plain loop's all 64
 (the statistics of a 2-rank run without SyncBatchNorm); the plain loop runs the LIF as the reference loop over T,
-the trainer as the fused kernel (equal by test, so this covers the kernel too); DALI's and torchvision's random crops draw from the same
-distribution but not the same numbers. Every number in the table is read from the runs' result files.
+the trainer as the fused kernel (equal by test, so this covers the kernel too); DALI's and torchvision's random
+crops draw from the same distribution but not the same numbers. Every number in the table is read from the runs' result files.
 """
 from __future__ import annotations
 

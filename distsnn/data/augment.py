@@ -3,8 +3,9 @@
 Train view: random-resized crop (area in [min_scale, 1], aspect 3/4..4/3) or, with ``pad_crop`` > 0, the
 CIFAR crop (pad with black, random ``size`` window), random horizontal flip, normalise to CHW float, then
 Cutout when ``cutout`` > 0 (DeVries & Taylor 2017: a square at a uniform centre, clipped at the border, set to
-0 after normalisation, i.e. the mean colour, as in their code; STCL uses it on CIFAR). The two views of STCL (TCL paper Sec. 4.3 and 5.1: "Color Jitter and Random Gray
-Scale") add a brightness/contrast/saturation jitter of strength ``color_jitter`` and grayscale with
+0 after normalisation, i.e. the mean colour, as in their code; STCL uses it on CIFAR).
+
+The two views of STCL (TCL paper Sec. 4.3 and 5.1: "Color Jitter and Random Gray Scale") add a brightness/contrast/saturation jitter of strength ``color_jitter`` and grayscale with
 probability ``grayscale_p``; one-view runs have no colour step, so the loader refuses those two keys in a
 one-view recipe (``distsnn/config/relevance.py``) rather than let them do nothing. Each call draws its own random
 numbers, so calling it twice on one image gives two independent views (no explicit per-op seeds: equal seeds
@@ -76,3 +77,29 @@ def val_view(images, aug, resize: int, size: int):
     """Deterministic: shorter side to ``resize`` (antialiased), centre crop ``size``, normalise."""
     x = fn.resize(images, resize_shorter=float(resize), antialias=True)
     return normalise(x, aug, crop=size)
+
+
+def event_frames(raw, shape):
+    """``.evt`` bytes -> [T, 2, H, W] float32 event counts (layout FCHW: frames, polarity, rows, columns)."""
+    return fn.cast(fn.reshape(raw, shape=list(shape), layout="FCHW"), dtype=types.FLOAT)
+
+
+def event_train_view(frames, aug, size: int):
+    """Event augmentation of the DVS papers (TCL Sec. 5.1: random crop; TET/SpikingJelly: + horizontal flip):
+    the same ``size`` window at a uniform offset in [-pad_crop, H - size + pad_crop] for all T frames (zeros
+    outside), flipped left-right with p = 0.5 under ``hflip``. Counts stay raw (no normalisation, no colour)."""
+    hw = fn.cast(frames.shape()[2:4], dtype=types.FLOAT)  # FCHW: (H, W)
+    u = fn.random.uniform(range=[0.0, 1.0], shape=[2])
+    pad = aug.pad_crop
+    start = fn.cast(dmath.floor(u * (hw - size + 2 * pad + 1)) - pad, dtype=types.INT32)
+    x = fn.slice(frames, start=start, shape=[size, size], axes=[2, 3], out_of_bounds_policy="pad", fill_values=0)
+    if aug.hflip:
+        x = fn.flip(x, horizontal=fn.random.coin_flip(probability=0.5))
+    return x
+
+
+def event_val_view(frames, shape, size: int):
+    """Deterministic: the centre ``size`` x ``size`` window of every frame (all of it when size = H = W)."""
+    _, _, h, w = shape
+    return fn.slice(frames, start=[(h - size) // 2, (w - size) // 2], shape=[size, size], axes=[2, 3],
+                    out_of_bounds_policy="pad", fill_values=0)
