@@ -12,12 +12,15 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 from nvidia.dali import pipeline_def
 
 from distsnn.config import ConfigError, load
 from distsnn.config.schema import AugmentConfig
 from distsnn.data import cifar, pipelines
 from distsnn.data.dataset_info import prepare_dataset
+from distsnn.data.integrity import scan_shards
+from distsnn.data.loader import build_val_loader
 from launchers import make_shards
 from tests.data_helpers import data_cfg
 
@@ -127,6 +130,27 @@ def test_cifar10_archive_round_trips_every_pixel_and_label(tmp_path):
         assert_same_samples(*read_back(out, split), images, labels)
     with tarfile.open(out / "train-000000.tar") as tf:  # lossless members
         assert {os.path.splitext(m.name)[1] for m in tf.getmembers()} == {".png", ".cls"}
+    assert scan_shards(sorted(str(p) for p in out.glob("*.tar"))) == []  # check_shards.py accepts .png samples
+
+
+def test_val_loader_sees_the_test_image_unchanged(tmp_path):
+    """At val_resize = image_size = 32 the evaluation sees every pixel as stored (no resampling)."""
+    members, truth = cifar100_members(n_train=8, n_test=10)
+    out = tmp_path / "shards"
+    assert make_shards.main(["cifar", write_tar_gz(tmp_path / "c.tar.gz", members), str(out), "--workers", "1",
+                             "--no-progress"]) == 0
+    images, fine, _ = truth["test"]
+    by_label = dict(zip(fine.tolist(), images))
+    cfg = data_cfg(train=f"{out}/train-*.tar", val=f"{out}/test-*.tar", image_size=32, val_resize=32,
+                   augment=AugmentConfig(mean=[0.5, 0.25, 0.0], std=[0.5, 0.25, 1.0]))
+    seen = 0
+    for batch in build_val_loader(cfg, prepare_dataset(cfg), 0, 1):
+        mean, std = torch.tensor(cfg.augment.mean).view(3, 1, 1), torch.tensor(cfg.augment.std).view(3, 1, 1)
+        for view, label in zip(batch.views[0], batch.labels.tolist()):
+            pixels = torch.round((view * std + mean) * 255.0).permute(1, 2, 0).to(torch.uint8).numpy()
+            assert np.array_equal(pixels, by_label[label])
+            seen += 1
+    assert seen == 10
 
 
 def test_cifar100_folder_fine_and_coarse_labels(tmp_path):
