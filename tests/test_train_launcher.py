@@ -141,7 +141,8 @@ def test_sigterm_to_the_containers_main_process_stops_every_rank_with_a_checkpoi
     # a valid checkpoint of that very step, with both ranks' files
     tags = ckpt.complete_tags(run_dir / "checkpoints")
     assert tags and tags[-1] == ckpt.tag_for(stop_step), (tags, stop_step)
-    assert ckpt.verify(run_dir / "checkpoints" / tags[-1], world_size=2) is None
+    assert ckpt.verify(run_dir / "checkpoints" / tags[-1]) is None
+    assert ckpt.read_manifest(run_dir / "checkpoints" / tags[-1])["world_size"] == 2
     assert {"rank_00000.pt", "rank_00001.pt"} <= {p.name for p in (run_dir / "checkpoints" / tags[-1]).iterdir()}
     # no orphaned rank
     for p in ranks:

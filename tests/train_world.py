@@ -156,11 +156,12 @@ def case_truncated(tmp, base, rank, world):
         rec["victim_size"] = victim.stat().st_size
         with open(victim, "r+b") as f:
             f.truncate(victim.stat().st_size // 2)
-        rec["refusal"] = ckpt.verify(root / ckpt.tag_for(6), world)
+        rec["refusal"] = ckpt.verify(root / ckpt.tag_for(6))
     dist.barrier()
-    tr2 = build(overrides, rank, world)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):  # the checkpoint is chosen when the Trainer is built
+        tr2 = build(overrides, rank, world)
     try:
-        log = io.StringIO()
         with contextlib.redirect_stdout(log):
             resumed = tr2.resume()
         saved = torch.load(root / ckpt.tag_for(4) / "mp_rank_00_model_states.pt", weights_only=False)["module"]

@@ -6,6 +6,15 @@ cut the same way on every rank: with ``pad_last_batch=True`` each rank runs
 ``floor(floor(N/W)/B)`` of them, full batches of real samples on every rank, and runs the rest
 without yielding; val yields the real samples of its fixed shard and drops the padding, so every
 val sample is seen exactly once per pass across ranks.
+
+Resuming on another world size (``resize_from``: the states of all W old ranks): the interrupted epoch is
+finished in the old world's order. Its samples form one stream, old global batch after old global batch, each
+the old ranks' batches in rank order; rank r' of W' takes its B' samples of every new global batch (W'·B') from
+that stream, running the old ranks' own pipelines from their checkpoints (same shards, shuffle and augmentation
+draws as the uninterrupted run). So no sample is seen twice in that epoch, none is skipped except a final
+remainder smaller than one new global batch (W'·B'), and where W'·B' = W·B the batches are the uninterrupted
+run's. A rank decodes every old batch it takes a slice of: growing the world costs up to W'/W times the decoding
+for the rest of that epoch. From the next epoch on, the new world reads its own shards.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ from distsnn.config import ConfigError
 from . import bad_sample, pipelines
 from .sharding import runs_per_epoch, shard_size, train_steps
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: + the replay of an epoch begun on another world size
 
 
 class DataError(RuntimeError):
@@ -130,7 +139,8 @@ class TrainLoader(_PipelineLoader):
     """Iterating yields one epoch of ``len(self)`` batches (identical on every rank); a loop that
     stops early resumes mid-epoch on the next ``iter``. ``state()`` between steps saves the position."""
 
-    def __init__(self, data_cfg, info, rank, world_size, seed, num_views, device, checkpoint=None):
+    def __init__(self, data_cfg, info, rank, world_size, seed, num_views, device, checkpoint=None,
+                 resize_from=None):
         B, N = data_cfg.batch_size, info.num_train
         self.steps = train_steps(N, world_size, B)
         if self.steps < 1:
@@ -139,28 +149,47 @@ class TrainLoader(_PipelineLoader):
         self.num_views, self.epoch, self.pos = num_views, 0, 0
         self._fingerprint = {"num_train": N, "world": world_size, "rank": rank, "batch": B, "num_views": num_views,
                              "files": [f.rsplit("/", 1)[-1] for f in info.train_files]}
+        self._replay: _OldRanks | None = None
+        self.resize_note = ""  # what a resume on another world size did with the interrupted epoch
+        self._data_cfg, self._info, self._seed, self._device = data_cfg, info, seed, device
         dali_ckpt = self._restore(checkpoint) if checkpoint is not None else None
-        dev = decode_device(data_cfg, device)
-        common = dict(batch_size=B, num_threads=data_cfg.num_threads, seed=seed + rank,
-                      device_id=(device.index or 0) if device.type == "cuda" else None)
-        args = (info.train_files, info.train_index, rank, world_size)
+        make_pipe, make_raw = self._pipeline_makers(rank, world_size, B)
+        super().__init__("data.train_shards", info.train_files, info.train_index, N, info.num_classes, rank,
+                         world_size, B, device, make_pipe, make_raw, data_cfg.prefetch, dali_ckpt)
+        if resize_from is not None:
+            self._resize(resize_from)
+
+    def _pipeline_makers(self, rank: int, world: int, batch: int):
+        data_cfg, info = self._data_cfg, self._info
+        dev = decode_device(data_cfg, self._device)
+        common = dict(batch_size=batch, num_threads=data_cfg.num_threads, seed=self._seed + rank,
+                      device_id=(self._device.index or 0) if self._device.type == "cuda" else None)
+        args = (info.train_files, info.train_index, rank, world)
 
         def make_pipe(checkpoint):
             return pipelines.train_pipeline(*args, data_cfg.augment, data_cfg.image_size, data_cfg.shuffle_buffer,
-                                            num_views, dev, prefetch_queue_depth=data_cfg.prefetch,
+                                            self.num_views, dev, prefetch_queue_depth=data_cfg.prefetch,
                                             checkpoint=checkpoint, **common)
 
         def make_raw(checkpoint):
             return pipelines.raw_pipeline(*args, True, data_cfg.shuffle_buffer, False, checkpoint=checkpoint,
                                           **{**common, "device_id": None})
 
-        super().__init__("data.train_shards", info.train_files, info.train_index, N, info.num_classes, rank,
-                         world_size, B, device, make_pipe, make_raw, data_cfg.prefetch, dali_ckpt)
+        return make_pipe, make_raw
+
+    def _old_rank_loader(self, rank: int, world: int, batch: int, dali_ckpt: bytes) -> _PipelineLoader:
+        make_pipe, make_raw = self._pipeline_makers(rank, world, batch)
+        return _PipelineLoader("data.train_shards", self.files, self._info.train_index, self.num_samples,
+                               self.num_classes, rank, world, batch, self.device, make_pipe, make_raw,
+                               self._prefetch, dali_ckpt)
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
+        if self._replay is not None:
+            yield from self._iter_replay()
+            return
         while self.pos < self.steps:
             batch = self._batch(self._run(), self.batch)
             self.pos += 1
@@ -174,23 +203,145 @@ class TrainLoader(_PipelineLoader):
                 return
             yield batch
 
+    def _replay_steps(self) -> int:
+        return self._replay.samples() // (self.world * self.batch)
+
+    def _iter_replay(self):
+        """The rest of an epoch begun on another world size: this rank's slices of the old ranks' stream."""
+        n = self._replay_steps()
+        while self.pos < n:
+            batch = self._replay.take((self.pos * self.world + self.rank) * self.batch, self.batch, self.num_views)
+            self.pos += 1
+            if self.pos == n:
+                self._replay = None
+                self.epoch, self.pos = self.epoch + 1, 0
+                yield batch
+                return
+            yield batch
+
     def state(self) -> bytes:
         """Reader position, augmentation RNG and epoch counters; pass as ``checkpoint=`` to resume."""
-        return json.dumps({"version": STATE_VERSION, "epoch": self.epoch, "pos": self.pos,
-                           "fingerprint": self._fingerprint,
-                           "dali": base64.b64encode(self._ckpt).decode()}).encode()
+        s = {"version": STATE_VERSION, "epoch": self.epoch, "pos": self.pos, "fingerprint": self._fingerprint,
+             "dali": base64.b64encode(self._ckpt).decode()}
+        if self._replay is not None:
+            s["replay"] = self._replay.state()
+        return json.dumps(s).encode()
 
-    def _restore(self, checkpoint: bytes) -> bytes:
+    def _parse(self, checkpoint: bytes) -> dict:
         try:
             s = json.loads(checkpoint)
-            assert s["version"] == STATE_VERSION
+            assert s["version"] in (1, STATE_VERSION)
         except Exception as e:
             raise ConfigError(f"data loader checkpoint: not a distsnn train-loader state ({e})") from None
+        return s
+
+    def _restore(self, checkpoint: bytes) -> bytes:
+        s = self._parse(checkpoint)
         if s["fingerprint"] != self._fingerprint:
             diff = [k for k in self._fingerprint if s["fingerprint"].get(k) != self._fingerprint[k]]
             raise ConfigError(f"data loader checkpoint: saved for another data set-up (differs in {diff})")
         self.epoch, self.pos = s["epoch"], s["pos"]
+        if s.get("replay"):
+            r = s["replay"]
+            self._replay = _OldRanks(self._old_rank_loader, r["world"], r["batch"], r["rounds"],
+                                     [(rnd, base64.b64decode(ck)) for rnd, ck in r["pipes"]])
         return base64.b64decode(s["dali"])
+
+    def _resize(self, states: list[bytes]) -> None:
+        """Take over an epoch that ``len(states)`` ranks (their ``state()``s, in rank order) had begun."""
+        old = [self._parse(b) for b in states]
+        world = len(old)
+        fp = [o["fingerprint"] for o in old]
+        same = ("num_train", "num_views", "files")
+        for r, f in enumerate(fp):
+            diff = [k for k in same if f.get(k) != self._fingerprint[k]]
+            if diff:
+                raise ConfigError(f"data loader checkpoint of old rank {r}: saved for another data set-up "
+                                  f"(differs in {diff})")
+            if f["world"] != world or f["rank"] != r or f["batch"] != fp[0]["batch"] or \
+                    (old[r]["epoch"], old[r]["pos"]) != (old[0]["epoch"], old[0]["pos"]):
+                raise ConfigError(f"data loader checkpoint of old rank {r}: not one of {world} ranks at one "
+                                  "position (world, rank, batch or position differ)")
+        self.epoch, self.pos, old_batch = old[0]["epoch"], 0, fp[0]["batch"]
+        if old[0].get("replay"):  # it was itself finishing an epoch of a third world size: not chained
+            self.epoch += 1
+            self.resize_note = (f"the checkpoint was taken while finishing epoch {old[0]['epoch']} of an earlier "
+                                f"world size; the rest of that epoch is skipped, epoch {self.epoch} starts")
+            return
+        if old[0]["pos"] == 0:
+            self.resize_note = f"epoch {self.epoch} starts on the new world size (no epoch was interrupted)"
+            return
+        rounds = train_steps(self.num_samples, world, old_batch) - old[0]["pos"]
+        self._replay = _OldRanks(self._old_rank_loader, world, old_batch, rounds,
+                                 [(0, base64.b64decode(o["dali"])) for o in old])
+        total, n = self._replay.samples(), self._replay_steps()
+        skipped = total - n * self.world * self.batch
+        self.resize_note = (f"epoch {self.epoch}: its remaining {total} samples are read in the order of the "
+                            f"{world} old ranks: {n} batches of {self.world} x {self.batch}"
+                            + (f", the last {skipped} samples skipped (less than one global batch)" if skipped else ""))
+        if n == 0:
+            self._replay = None
+            self.epoch += 1
+
+
+class _OldRanks:
+    """The rest of an epoch that ``world`` ranks with batch ``batch`` had begun: ``rounds`` old global batches,
+    read by the old ranks' own pipelines (their DALI checkpoints: shard, shuffle, augmentation RNG) and seen as one
+    stream of samples, old global batch after old global batch, each in old-rank order. ``take(start, n)`` builds
+    a batch from stream samples [start, start + n); starts only ever grow. A pipeline is built on first use and
+    runs only as far as the last batch taken from it."""
+
+    def __init__(self, make, world: int, batch: int, rounds: int, pipes: list[tuple[int, bytes]]):
+        self.world, self.batch, self.rounds = world, batch, rounds
+        self._make = make
+        # per old rank: (round that the next run of a pipeline built from ckpt yields, ckpt)
+        self._saved = list(pipes)
+        self._pipes: dict[int, tuple[_PipelineLoader, int]] = {}   # old rank -> (loader, round its next run yields)
+        self._cache: dict[int, tuple[int, Batch]] = {}
+
+    def samples(self) -> int:
+        return self.rounds * self.world * self.batch
+
+    def take(self, start: int, n: int, num_views: int) -> Batch:
+        parts = []
+        s = start
+        while s < start + n:
+            g = s // self.batch  # the old per-rank batch, counted in global order
+            rnd, r = divmod(g, self.world)
+            off = s - g * self.batch
+            k = min(self.batch - off, start + n - s)
+            parts.append((self._get(r, rnd), off, k))
+            s += k
+        views = []
+        for v in range(num_views):
+            dim = 1 if parts[0][0].views[v].dim() == 5 else 0  # time-major [T, B, ...] views: batch on dim 1
+            views.append(torch.cat([b.views[v].narrow(dim, o, k) for b, o, k in parts], dim=dim))
+        return Batch(views, torch.cat([b.labels[o:o + k] for b, o, k in parts]))
+
+    def _get(self, r: int, rnd: int) -> Batch:
+        if r in self._cache and self._cache[r][0] == rnd:
+            return self._cache[r][1]
+        if r not in self._pipes:
+            first, ckpt = self._saved[r]
+            self._pipes[r] = (self._make(r, self.world, self.batch, ckpt), first)
+        pipe, nxt = self._pipes[r]
+        if rnd < nxt:
+            raise RuntimeError(f"old rank {r}: batch {rnd} was requested after batch {nxt - 1}")
+        while True:
+            before = pipe._ckpt
+            outs = pipe._run()
+            if nxt == rnd:
+                break
+            nxt += 1  # a batch of this old rank that other new ranks take
+        batch = pipe._batch(outs, self.batch)
+        self._pipes[r] = (pipe, rnd + 1)
+        self._saved[r] = (rnd, before)  # a restore re-runs this batch: the rest of it may still be taken
+        self._cache[r] = (rnd, batch)
+        return batch
+
+    def state(self) -> dict:
+        return {"world": self.world, "batch": self.batch, "rounds": self.rounds,
+                "pipes": [[rnd, base64.b64encode(ck).decode()] for rnd, ck in self._saved]}
 
 
 class ValLoader(_PipelineLoader):
@@ -231,11 +382,17 @@ class ValLoader(_PipelineLoader):
 
 
 def build_train_loader(data_cfg, info, rank: int, world_size: int, seed: int, num_views: int = 1,
-                       device: torch.device | None = None, checkpoint: bytes | None = None) -> TrainLoader:
-    """Train loader of rank ``rank`` of ``world_size``; ``num_views`` = 2 for STCL's two augmented views."""
+                       device: torch.device | None = None, checkpoint: bytes | None = None,
+                       resize_from: list[bytes] | None = None) -> TrainLoader:
+    """Train loader of rank ``rank`` of ``world_size``; ``num_views`` = 2 for STCL's two augmented views.
+    ``checkpoint``: this rank's ``state()`` (same world); ``resize_from``: every rank's ``state()`` of a world of
+    another size, whose interrupted epoch this loader finishes in their order (module docstring)."""
     if num_views not in (1, 2):
         raise ValueError(f"num_views: {num_views} (1, or 2 for STCL)")
-    return TrainLoader(data_cfg, info, rank, world_size, seed, num_views, device or torch.device("cpu"), checkpoint)
+    if checkpoint is not None and resize_from is not None:
+        raise ValueError("checkpoint and resize_from exclude each other")
+    return TrainLoader(data_cfg, info, rank, world_size, seed, num_views, device or torch.device("cpu"), checkpoint,
+                       resize_from)
 
 
 def build_val_loader(data_cfg, info, rank: int, world_size: int, device: torch.device | None = None) -> ValLoader:

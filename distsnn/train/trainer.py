@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import sys
@@ -29,6 +30,7 @@ from .evaluate import evaluate
 from .optim import build_optimizer, build_scheduler
 from .plots import plot_anytime, plot_training
 from .progress import EpochSummary, Progress
+from .resize import keep_global_batch
 from .run_dir import RunDir
 from .stop_signal import StopSignal
 
@@ -76,6 +78,13 @@ class Trainer:
         if dist.is_initialized():
             dist.barrier()  # the run directory exists before any rank writes into it
         self.method = cfg.method.name
+        self.config_hash = config_hash(cfg)  # of the config as given (a resize below adapts batch/accumulation)
+        # the checkpoint to resume from, chosen now: on another world size it decides the per-rank batch
+        self._resume_from = (ckpt.find_resumable(self.run.checkpoints, log=_log) if cfg.checkpoint.resume
+                             else None)
+        self.resize_note = ""
+        if self._resume_from is not None and self._resume_from[1]["world_size"] != world:
+            cfg = self.cfg = self._adapt_to_world(cfg, self._resume_from[1])
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         self.student = build_student(cfg.model, ann=self.method == "ann").to(device)
         if cfg.model.sync_batchnorm and world > 1 and device.type == "cuda":
@@ -120,7 +129,6 @@ class Trainer:
         self.stop = StopSignal()
         self.step = 0
         self.skipped = 0
-        self.config_hash = config_hash(cfg)
         self.compute_dtype: torch.dtype | None = None  # what the first training forward really ran in
 
     # ---- set-up helpers -------------------------------------------------------------------------------------
@@ -144,20 +152,35 @@ class Trainer:
                 "device": str(self.device), "precision": self.precision, "method": self.method}
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
+    def _adapt_to_world(self, cfg, manifest: dict):
+        """A checkpoint of W ranks resumed on this world of W' != W: the checkpoint's global batch is kept where
+        a per-rank batch and accumulation divide it (``resize.keep_global_batch``), else said plainly."""
+        old_world = manifest["world_size"]
+        old_batch = manifest.get("batch", cfg.data.batch_size)
+        old_accum = manifest.get("grad_accum", cfg.deepspeed.grad_accum)
+        plan = keep_global_batch(old_batch * old_accum * old_world, self.world, cfg.data.batch_size,
+                                 cfg.deepspeed.grad_accum)
+        self.resize_note = f"checkpoint written by {old_world} ranks, resumed on {self.world}: {plan.note}"
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=plan.batch),
+                                   deepspeed=dataclasses.replace(cfg.deepspeed, grad_accum=plan.grad_accum))
+
     def resume(self) -> bool:
-        if not self.cfg.checkpoint.resume:
+        if self._resume_from is None:
             return False
-        tag = ckpt.find_resumable(self.run.checkpoints, self.world, log=_log)
-        if tag is None:
-            return False
-        client, data_state = ckpt.load(self.engine, self.run.checkpoints, tag)
+        tag, manifest = self._resume_from
+        saved_world = manifest["world_size"]
+        client, data_states = ckpt.load(self.engine, self.run.checkpoints, tag, saved_world)
         if client.get("config_hash") != self.config_hash:
             _log(f"note: checkpoint {tag} was written with another config (hash {client.get('config_hash')}); "
                  f"resuming with the current one ({self.config_hash})")
         self.step, self.skipped = client["step"], client.get("skipped", 0)
+        same = saved_world == self.world
         self.train_loader = build_train_loader(self.cfg.data, self.info, self.rank, self.world, self.cfg.run.seed,
                                                num_views=self.objective.num_views, device=self.device,
-                                               checkpoint=data_state)
+                                               checkpoint=data_states[self.rank] if same else None,
+                                               resize_from=None if same else data_states)
+        if not same:
+            _log(f"{self.resize_note}; data: {self.train_loader.resize_note}")
         _log(f"resumed from {self.run.checkpoints / tag} at step {self.step} (epoch {self.train_loader.epoch})")
         return True
 
@@ -173,7 +196,10 @@ class Trainer:
         self._sync_batchnorm_stats()
         path, seconds = ckpt.save(self.engine, self.run.checkpoints, step=self.step, epoch=self.train_loader.epoch,
                                   config_hash=self.config_hash, client_state={"skipped": self.skipped},
-                                  data_state=self.train_loader.state(), keep_last=self.cfg.checkpoint.keep_last)
+                                  data_state=self.train_loader.state(), keep_last=self.cfg.checkpoint.keep_last,
+                                  layout={"batch": self.cfg.data.batch_size,
+                                          "grad_accum": self.cfg.deepspeed.grad_accum,
+                                          "zero_stage": self.cfg.deepspeed.zero_stage})
         self.telemetry.update_checkpoint(duration_s=seconds, timestamp=time.time())
         self.run.log_metrics({"kind": "checkpoint", "step": self.step, "path": str(path), "seconds": round(seconds, 3)})
         _log(f"checkpoint {path} ({seconds:.1f} s)")
