@@ -117,10 +117,13 @@ def test_package_simulator_matches_the_reference():
 
 
 def test_float32_file_and_mapping_values(tmp_path):
-    """The written file is float32; a LIF node holds tau = dt/(1-decay), r = 1/(1-decay), v_leak = v_reset = 0."""
+    """The written file is float32; a LIF node holds tau = dt/(1-decay), r = 1/(1-decay), v_leak = v_reset = 0; the
+    convolutions carry BN's running statistics, and exporting leaves the model as it was."""
     name = "spiking_resnet20"
-    model = tiny_student(name, T, decay=0.25, threshold=0.5)
+    model = tiny_student(name, T, decay=0.25, threshold=0.5).train()  # exported from train mode: stats untouched
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     export_nir(model, images(name).shape[-1], tmp_path / "m.nir")
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
     graph = nir.read(tmp_path / "m.nir")
     lif = graph.nodes["stages.0.0.act1"]
     assert lif.tau.dtype == np.float32 and lif.tau.shape == lif.v_threshold.shape

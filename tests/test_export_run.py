@@ -50,7 +50,7 @@ def _export(*args) -> str:
     return proc.stdout
 
 
-def test_demo_run_exports_to_nir_and_onnx(demo_run, tmp_path):
+def test_demo_run_exports_to_nir_and_onnx(demo_run, tmp_path, capsys):
     run_dir, cfg = demo_run
     T, K, size = cfg.model.timesteps, cfg.model.num_classes, cfg.data.image_size
 
@@ -67,7 +67,8 @@ def test_demo_run_exports_to_nir_and_onnx(demo_run, tmp_path):
     assert graph.nodes["input"].input_type["input"].tolist() == [3, size, size]
 
     onnx_path = tmp_path / "elsewhere" / "net.onnx"
-    out = _export(run_dir, "--format", "onnx", "--out", onnx_path)
+    assert main(["--format", "onnx", "--out", str(onnx_path), str(run_dir)]) == 0  # in-process: one import less
+    out = capsys.readouterr().out
     assert f"wrote {onnx_path} (ONNX opset 18" in out and f"output logits [{T}, batch, {K}]" in out, out
     figure = re.search(r"max \|logit_ONNX - logit_model\| = (\S+) \(per t = 1\.\.(\d+)", out)
     assert figure and float(figure[1]) <= 1e-4 and int(figure[2]) == T, out
@@ -107,3 +108,8 @@ def test_unexportable_runs_are_refused_by_name(demo_run, tmp_path, capsys, monke
     ann_dir, _ = _make_run(tmp_path / "ann_runs", "demo_ann.yaml")
     err = refused(ann_dir, "--format", "nir")
     assert "an ANN has no spiking neurons" in err and not (ann_dir / "model.nir").exists()
+    # ... while ONNX takes the ANN teacher: logits [batch, K], no time axis
+    assert main([str(ann_dir), "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    figure = re.search(r"max \|logit_ONNX - logit_model\| = (\S+)$", out.strip())
+    assert "output logits [batch, 10]" in out and figure and float(figure[1]) <= 1e-4, out

@@ -72,7 +72,7 @@ def onnx_equivalence(model: nn.Module, path: str | Path, images: torch.Tensor) -
     if theirs.shape != ours.shape:
         raise ValueError(f"{path}: ONNX logits have shape {theirs.shape}, the model's {ours.shape}")
     err = np.abs(theirs - ours)
-    per_t = err.reshape(err.shape[0], -1).max(axis=1) if model.spiking else err.max(keepdims=True)
+    per_t = err.reshape(err.shape[0], -1).max(axis=1) if model.spiking else np.array([err.max()])
     steps = ", ".join(f"{e:.1e}" for e in per_t)
     line = (f"equivalence ({images.shape[0]} random N(0,1) images, ONNX Runtime CPU): max |logit_ONNX - logit_model| = "
             f"{per_t.max():.2e}" + (f" (per t = 1..{len(per_t)}: {steps})" if model.spiking else ""))

@@ -53,7 +53,7 @@ def _pair(v) -> tuple[int, int]:
 class _GraphBuilder:
     """Walks a ``ResNet`` module by module; the running tensor is a list of node names whose outputs add up."""
 
-    def __init__(self, model: ResNet, shapes: dict[nn.Module, tuple[int, ...]], dtype):
+    def __init__(self, shapes: dict[nn.Module, tuple[int, ...]], dtype):
         self.shapes, self.dtype = shapes, dtype
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
@@ -174,8 +174,11 @@ class _GraphBuilder:
 
 
 def _probe_shapes(model: ResNet, image_size: int) -> dict[nn.Module, tuple[int, ...]]:
-    """Per-sample output shape ``(C, H, W)`` of every leaf module and neuron, from one forward of a blank image."""
+    """Per-sample output shape ``(C, H, W)`` of every leaf module and neuron, from one eval-mode forward of a blank
+    image (eval: a train-mode probe would move the BatchNorm statistics that are about to be folded)."""
     shapes: dict[nn.Module, tuple[int, ...]] = {}
+    was_training = model.training
+    model.eval()
     hooks = [m.register_forward_hook(lambda mod, _i, out: shapes.__setitem__(mod, tuple(out.shape[1:])))
              for m in model.modules() if len(list(m.children())) == 0 or isinstance(m, TimeAct)]
     try:
@@ -183,6 +186,7 @@ def _probe_shapes(model: ResNet, image_size: int) -> dict[nn.Module, tuple[int, 
             p = next(model.parameters())
             model(torch.zeros(1, model.in_chans, image_size, image_size, dtype=p.dtype, device=p.device))
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     return shapes
@@ -210,7 +214,7 @@ def to_nir(model: ResNet, image_size: int, dtype=np.float32, metadata: dict | No
     """
     check_exportable(model)
     shapes = _probe_shapes(model, image_size)
-    b = _GraphBuilder(model, shapes, dtype)
+    b = _GraphBuilder(shapes, dtype)
     in_shape = (model.in_chans, image_size, image_size)
     cur = b.add("input", nir.Input(input_type={"input": np.array(in_shape)}), [], in_shape)
     cur = b.module(model.stem_conv, "stem_conv", cur)
