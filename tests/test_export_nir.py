@@ -94,9 +94,10 @@ def test_nir_file_simulates_to_our_spikes_and_logits(name, tmp_path):
 
     # every neuron (and the stem's spike max-pool) of ours is a spiking node there, with the same name
     assert set(theirs) == set(ours)
-    assert sum(isinstance(m, TimeAct) for m in model.modules()) == sum(isinstance(n, nir.LIF) for n in graph.nodes.values())
+    n_lif = sum(isinstance(n, nir.LIF) for n in graph.nodes.values())
+    assert n_lif == sum(isinstance(m, TimeAct) for m in model.modules())
     for layer, s in ours.items():
-        assert 0 < s.mean() < 1, f"{layer}: silent or saturated ({float(s.mean()):.3f}): the comparison would prove little"
+        assert 0 < s.mean() < 1, f"{layer}: silent or saturated ({float(s.mean()):.3f}): the comparison proves little"
         np.testing.assert_array_equal(theirs[layer], s.numpy(), err_msg=f"{name}: {layer}: spikes differ")
     np.testing.assert_allclose(out, logits, rtol=0, atol=1e-9)
     assert graph.metadata["dt"] == 1.0 and graph.metadata["timesteps"] == T

@@ -48,7 +48,8 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, ima
         from .onnx_export import OPSET, export_onnx
 
         export_onnx(run.model, run.image_size, out)
-        shape = f"[{run.timesteps}, batch, {run.model.num_classes}]" if run.spiking else f"[batch, {run.model.num_classes}]"
+        k = run.model.num_classes
+        shape = f"[{run.timesteps}, batch, {k}]" if run.spiking else f"[batch, {k}]"
         print(f"wrote {out} (ONNX opset {OPSET}, input image [batch, {run.in_chans}, {run.image_size}, "
               f"{run.image_size}], output logits {shape}; {_size(out)})")
         print(onnx_equivalence(run.model, out, x)[1])

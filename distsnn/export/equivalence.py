@@ -24,7 +24,10 @@ def model_spikes(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, 
     max-pool), from one forward of ``model`` with hooks."""
     T = model.timesteps
     rec: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: rec.__setitem__(name, out.view(T, -1, *out.shape[1:])))
+    def keep(name):
+        return lambda _m, _i, out: rec.__setitem__(name, out.view(T, -1, *out.shape[1:]))
+
+    hooks = [m.register_forward_hook(keep(name))
              for name, m in model.named_modules() if isinstance(m, (TimeAct, nn.MaxPool2d))]
     try:
         with torch.no_grad():

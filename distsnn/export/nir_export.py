@@ -14,14 +14,16 @@ with the same r instead: the metadata says which discretisation the numbers are 
 
 | distsnn | NIR node(s) |
 | --- | --- |
-| conv + BatchNorm (eval statistics) | ``Conv2d``: W' = W g / sqrt(var + eps), b' = beta - mean g / sqrt(var + eps) |
-| ``LIF(decay lambda < 1, threshold theta)`` | ``LIF(tau=dt/(1-lambda), r=1/(1-lambda), v_leak=0, v_threshold=theta, v_reset=0)`` |
+| conv + BatchNorm (eval statistics) | ``Conv2d``: W' = W g / sqrt(var + eps), b' = beta - mean g / sqrt(var+eps) |
+| ``LIF(lambda < 1, theta)`` | ``LIF(tau=dt/(1-lambda), r=1/(1-lambda), v_leak=0, v_threshold=theta, v_reset=0)`` |
 | ``LIF(decay 1, theta)`` | ``IF(r=1/dt, v_threshold=theta, v_reset=0)`` |
 | spiking block: SN(branch + shortcut) | two edges into the block's LIF node (NIR sums the edges that meet at a node) |
 | SEW block: SN(branch) + shortcut (ADD) | no node: the block's consumers get an edge from each addend |
 | ``AvgPool2d`` | ``AvgPool2d`` |
-| ``MaxPool2d`` on spikes (ImageNet stem) | ``SumPool2d`` (same window, zero padding) -> ``Threshold(0.5)``: for 0/1 spikes the max of a window is 1 iff its sum is >= 1 |
+| ``MaxPool2d`` on spikes (ImageNet stem) | ``SumPool2d`` (same window, zero padding) -> ``Threshold(0.5)`` (a) |
 | spatial mean + ``fc`` | ``AvgPool2d(H x W)`` -> ``Flatten`` -> ``Affine``; the ``Output`` is the logits of each step |
+
+(a) over 0/1 spikes the max of a window is 1 iff its sum is >= 1: the pair is that max-pool exactly.
 
 Direct encoding: the graph's input is the image at every step; the stem convolution then recomputes at each step
 the value our model computes once and repeats. The only inexactness is the threshold's tie: we fire at U >= theta,

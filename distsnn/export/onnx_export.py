@@ -2,9 +2,10 @@
 
 The graph is the model's own forward, traced by torch's exporter (``torch.onnx.export``, opset ``OPSET``; by default
 ``dynamo=True``, the torch.export-based exporter; ``exporter="torchscript"`` picks the legacy tracer, deprecated
-since torch 2.9 but about 10x faster on these unrolled graphs, which the per-model tests use): input ``image [B, C, H, W]`` (direct encoding: the stem conv+BN runs once, its output repeated over
-T), output ``logits [T, B, K]`` (the prediction at step t is the mean of steps 1..t; an ANN gives ``[B, K]``).
-The batch dimension is dynamic. Each LIF becomes T unrolled steps of plain ops, our Eq.2-3 written out:
+since torch 2.9 but about 10x faster on these unrolled graphs, which the per-model tests use): input
+``image [B, C, H, W]`` (direct encoding: the stem conv+BN runs once, its output repeated over T), output
+``logits [T, B, K]`` (the prediction at step t is the mean of steps 1..t; an ANN gives ``[B, K]``). The batch
+dimension is dynamic. Each LIF becomes T unrolled steps of plain ops, our Eq.2-3 written out:
 
     U_pre[t] = decay U[t-1] + x[t],  O[t] = [U_pre[t] >= U_th],  U[t] = U_pre[t] (1 - O[t]),  U[-1] = 0
 
