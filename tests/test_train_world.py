@@ -1,7 +1,8 @@
 """The trainer in one real 2-rank gloo world (spawned processes, real DeepSpeed engines, real DALI loaders):
-every method trains (finite, falling loss), a NaN on one rank is skipped on all, a truncated checkpoint is
-refused in favour of the previous one, evaluation counts each val sample once (W = 1, 2), ``--dry-run`` plans
-without training. The world runs once (``train_world.worker``, module fixture); each test reads its case."""
+every method trains (memorises a few fixed images: finite loss, the classification term more than halved), a
+NaN on one rank is skipped on all, a truncated checkpoint is refused in favour of the previous one, evaluation
+counts each val sample once (W = 1, 2), ``--dry-run`` plans without training. The world runs once
+(``train_world.worker``, module fixture); each test reads its case."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ def world(tmp_path_factory):
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".torch_extensions"))
     tmp = tmp_path_factory.mktemp("world")
     spec = {"cache": str(tmp / "cache"), "teacher": str(make_teacher(tmp / "teacher.safetensors")),
-            "demo_teacher": str(make_teacher(tmp / "demo_teacher.safetensors", demo_width()))}
+            "demo_teacher": str(make_teacher(tmp / "demo_teacher.safetensors", demo_width())),
+            "learn_teacher": str(make_teacher(tmp / "learn_teacher.safetensors", train_world.LEARN_WIDTH))}
     (tmp / "spec.json").write_text(json.dumps(spec))
     cases = ([["method", m] for m in train_world.METHODS] + [["demo_sscl"], ["nan"], ["nan", "grad"], ["truncated"]]
              + [["eval", b] for b in EVAL_BATCHES] + [["dry_run"]])
@@ -51,6 +53,9 @@ def result(world, case: str) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", train_world.METHODS)
 def test_every_method_trains_with_a_finite_falling_loss(world, method):
+    """Each method memorises 10 fixed images (one per class, the whole set in every step): its classification
+    term falls to under half of where it starts (measured: 0.06-0.14 of it for baseline and TET), far from what
+    noise on a flat curve gives; the total, with the auxiliary terms, stays finite."""
     r0, r1 = result(world, "method_" + method.replace("+", "_"))
     assert r0["rc"] == r1["rc"] == 0
     assert r0["steps"] == r1["steps"] == train_world.METHOD_STEPS and r0["steps_per_epoch"] == 1
@@ -58,25 +63,25 @@ def test_every_method_trains_with_a_finite_falling_loss(world, method):
     assert r0["weights"] == r1["weights"], "ranks ended with different weights"
     # DeepSpeed leaves BatchNorm statistics rank-local; the trainer averages them before eval and checkpoints
     assert r0["bn_stats"] == r1["bn_stats"], "ranks ended with different BatchNorm running statistics"
-    losses = r0["losses"]
-    assert len(losses) == train_world.METHOD_STEPS and all(math.isfinite(v) for v in losses), losses
+    losses, cls = r0["losses"], r0["classification"]
+    assert len(losses) == len(cls) == train_world.METHOD_STEPS and all(math.isfinite(v) for v in losses), losses
     k = 6
-    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    # falling by at least 2 % of the start: noise alone (a flat curve) does not pass
-    assert last < first - 0.02 * abs(first), f"{method}: mean of first {k} {first:.4f}, of last {k} {last:.4f}: {losses}"
+    first, last = sum(cls[:k]) / k, sum(cls[-k:]) / k
+    assert first > 0 and last < 0.5 * first, \
+        f"{method}: classification term, mean of first {k} {first:.4f}, of last {k} {last:.4f}: {cls}"
 
 
 @pytest.mark.slow
-def test_demo_sscl_recipe_at_weight_1_is_stable_and_learns(world):
-    """SSCL Eq.20 at its weight of 1 with 1/CKA: the collapse it caused before (gradient norm ~350 at step 0, chance
-    accuracy within epochs) is held by the recipe's clipping; every step finite, none skipped, the loss falls."""
+def test_demo_sscl_recipe_at_weight_1_is_stable(world):
+    """SSCL Eq.20 at its weight of 1 with 1/CKA, the demo recipe as shipped (its clipping, full data, schedule):
+    every one of 30 steps finite and none skipped. Not a learning check: with the untrained teacher the CE stays
+    at 2.3 over these steps and the total swings with 1/CKA (319 -> 4137 -> 255 in one run), so its fall (last/first
+    5 mean 0.699 against a bound of 0.7) was chance. SSCL's learning is the memorising case above."""
     r0, r1 = result(world, "demo_sscl")
     assert r0["rc"] == r1["rc"] == 0 and r0["weight"] == 1.0 and r0["cka_weights"]
     assert r0["steps"] == train_world.DEMO_STEPS and r0["skipped"] == r1["skipped"] == 0
     losses = r0["losses"]
     assert len(losses) == train_world.DEMO_STEPS and all(math.isfinite(v) for v in losses), losses
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.7 * first, f"mean of first 5 {first:.3f}, of last 5 {last:.3f}: {losses}"
 
 
 @pytest.mark.slow

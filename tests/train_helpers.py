@@ -65,4 +65,9 @@ def metrics(run_path: Path) -> list[dict]:
 
 def step_losses(run_path: Path) -> dict[int, float]:
     """step -> total loss; a step logged twice (redone after a resume) keeps its last value."""
-    return {r["step"]: r["loss"]["total"] for r in metrics(run_path) if r.get("kind") == "step"}
+    return {step: loss["total"] for step, loss in step_components(run_path).items()}
+
+
+def step_components(run_path: Path) -> dict[int, dict[str, float]]:
+    """step -> every logged loss component (``total``, ``ce``, ...); a step logged twice keeps its last values."""
+    return {r["step"]: r["loss"] for r in metrics(run_path) if r.get("kind") == "step"}
