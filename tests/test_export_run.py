@@ -56,12 +56,15 @@ def test_demo_run_exports_to_nir_and_onnx(demo_run, tmp_path, capsys):
 
     out = _export(run_dir, "--format", "nir")
     assert f"wrote {run_dir / 'model.nir'}" in out, out
-    m = re.search(r"spikes identical in (\d+)/(\d+) spiking layers \((\d+) of (\d+) spike values differ\), "
-                  r"max \|logit_NIR - logit_model\| = (\S+)", out)
-    assert m, out
+    part = (r"spikes identical in (\d+)/(\d+) spiking layers \((\d+) of (\d+) spike values differ\), "
+            r"max \|logit_NIR - logit_model\| = ([0-9.e+-]+)")
+    exact = re.search("float64 graph: " + part, out)
+    m = re.search("float32 file: " + part, out)
+    assert exact and m, out
+    assert exact[1] == exact[2] and exact[3] == "0" and float(exact[5]) < 1e-9, out
     graph = nir.read(run_dir / "model.nir")
     n_lif = sum(isinstance(n, nir.LIF) for n in graph.nodes.values())
-    assert int(m[2]) == n_lif == 19  # ResNet-20: 3 stem neurons + 8 blocks x 2
+    assert int(m[1]) == int(m[2]) == n_lif == 19  # ResNet-20: 3 stem neurons + 8 blocks x 2; the float32 file too
     assert int(m[4]) > 0 and float(m[5]) < 1e-4
     assert graph.metadata["timesteps"] == T and graph.metadata["model"] == cfg.model.name
     assert graph.nodes["input"].input_type["input"].tolist() == [3, size, size]

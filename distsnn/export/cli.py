@@ -7,9 +7,11 @@ it wrote and how close the artefact is to the trained network on random images. 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from distsnn.train.exit_codes import CONFIG_ERROR, OK
@@ -24,7 +26,7 @@ def _size(path: Path) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, images: int = 8, seed: int = 0) -> Path:
+def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, images: int = 4, seed: int = 0) -> Path:
     """Export the run and print two lines: what was written, and the equivalence figure on ``images`` images."""
     if fmt not in FORMATS:
         raise ExportError(f"--format: {fmt!r} is not one of {list(FORMATS)}")
@@ -34,15 +36,17 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, ima
     if fmt == "nir":
         import nir
 
-        from .equivalence import nir_equivalence
-        from .nir_export import DT, export_nir
+        from .equivalence import nir_equivalence, nir_figure
+        from .nir_export import DT, export_nir, to_nir
 
         graph = export_nir(run.model, run.image_size, out, metadata={"model": run.name})
         kinds = [type(n).__name__ for n in graph.nodes.values()]
         neurons = ", ".join(f"{kinds.count(k)} {k}" for k in ("LIF", "IF", "Threshold") if k in kinds)
         print(f"wrote {out} (NIR {nir.version}, {len(graph.nodes)} nodes, {len(graph.edges)} edges: {neurons}; "
               f"dt = {DT:g} step, forward Euler, T = {run.timesteps}; {_size(out)})")
-        print(nir_equivalence(run.model, nir.read(out), x).line())
+        exact64 = copy.deepcopy(run.model).double()
+        exact = nir_equivalence(exact64, to_nir(exact64, run.image_size, np.float64), x.double())
+        print(nir_figure(exact, nir_equivalence(run.model, nir.read(out), x)))
     else:
         from .equivalence import onnx_equivalence
         from .onnx_export import OPSET, export_onnx

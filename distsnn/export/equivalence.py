@@ -1,7 +1,10 @@
 """How close an exported artefact is to the network it came from, on the same images: the one-line figures.
 
 NIR: the graph run by ``nir_sim.simulate`` against the model's own forward, spikes of every spiking layer (each
-LIF and the spike max-pool) and the logits of every step. ONNX: ONNX Runtime's logits against the model's, per step.
+LIF and the spike max-pool) and the logits of every step, twice: the graph built in float64 against the model in
+float64 (is the mapping exact?) and the float32 file as written against the float32 model (what rounding does:
+BN folded into float32 weights and NIR's Euler form round differently from ours, and a membrane within an ulp of
+the threshold flips a spike, which later layers pass on). ONNX: ONNX Runtime's logits against the model's, per step.
 """
 from __future__ import annotations
 
@@ -49,10 +52,15 @@ class NIREquivalence:
     timesteps: int
     dtype: str
 
-    def line(self) -> str:
-        return (f"equivalence ({self.images} random N(0,1) images, T={self.timesteps}, {self.dtype}): spikes identical "
-                f"in {self.layers_identical}/{self.layers} spiking layers ({self.spikes_differ} of {self.spikes_total} "
-                f"spike values differ), max |logit_NIR - logit_model| = {self.max_abs_logit:.2e}")
+    def part(self) -> str:
+        return (f"spikes identical in {self.layers_identical}/{self.layers} spiking layers ({self.spikes_differ} of "
+                f"{self.spikes_total} spike values differ), max |logit_NIR - logit_model| = {self.max_abs_logit:.2e}")
+
+
+def nir_figure(exact: NIREquivalence, written: NIREquivalence) -> str:
+    """The one line: the float64 graph (the mapping) and the float32 file (the mapping plus rounding)."""
+    return (f"equivalence ({written.images} random N(0,1) images, T={written.timesteps}): float64 graph: "
+            f"{exact.part()}; float32 file: {written.part()}")
 
 
 def nir_equivalence(model: nn.Module, graph: nir.NIRGraph, images: torch.Tensor) -> NIREquivalence:
