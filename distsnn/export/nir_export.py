@@ -26,9 +26,11 @@ with the same r instead: the metadata says which discretisation the numbers are 
 (a) over 0/1 spikes the max of a window is 1 iff its sum is >= 1: the pair is that max-pool exactly.
 
 Direct encoding: the graph's input is the image at every step; the stem convolution then recomputes at each step
-the value our model computes once and repeats. The only inexactness is the threshold's tie: we fire at U >= theta,
-NIR's spec at v > theta; they differ only when a membrane lands exactly on theta. Anything else (another neuron
-class, a max-pool over non-spikes, an unknown module) is refused with an ``ExportError`` naming the module.
+the value our model computes once and repeats. The mapping's only inexactness is the threshold's tie: we fire at
+U >= theta, NIR's spec at v > theta (a membrane exactly on theta). The float32 file adds rounding (folded weights,
+r = 1/(1-lambda)), which flips a spike whose membrane is within an ulp of theta (docs/EXPORT.md). Anything else
+(another neuron class, a max-pool over non-spikes, an unknown module) is refused with an ``ExportError`` naming
+the module.
 """
 from __future__ import annotations
 
