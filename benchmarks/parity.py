@@ -2,7 +2,9 @@
 """Parity: does the distributed trainer lose anything? distsnn's trainer (2 ranks through the real ``deepspeed``
 launcher, DALI reading the shards) against a plain single-process PyTorch loop written out below (a torch
 ``DataLoader`` over the same digits shards, torchvision augmentation, plain SGD, the same network, schedule and
-global batch). Final top-1 at t = T, several seeds each; the two must agree within the seed spread.
+global batch). Final top-1 at t = T, several seeds each; the two must agree within the seed spread. A third
+column evaluates the trainer's final weights with the plain loop's val pipeline, which separates a difference in
+training from one in evaluation (DALI's resize vs torchvision's).
 
     python benchmarks/parity.py                       # 3 seeds x (trainer, plain loop), 30 epochs, then the table
     python benchmarks/parity.py --seeds 0 --epochs 1  # smoke run
@@ -79,8 +81,8 @@ def run_trainer(recipe: Path, out: Path, seed: int) -> dict:
         if rc != 0:
             sys.exit(f"[parity] {name} failed with exit code {rc}; see {out / (name + '.log')}")
         print(f"[parity] {name}: {time.time() - t0:.0f} s", flush=True)
-    top1 = json.loads(result.read_text())[-1]["top1"]
-    return {"top1_T": top1[-1], "top1_1": top1[0]}
+    last = json.loads(result.read_text())[-1]
+    return {"top1_T": last["top1"][-1], "top1_1": last["top1"][0], "val": last["num_samples"]}
 
 
 # --- the plain loop ----------------------------------------------------------------------------------------------
@@ -115,6 +117,58 @@ class ShardImages:
         return self.transform(self.images[i]), self.labels[i]
 
 
+def plain_model(cfg):
+    """The same network; its LIF as the plain loop over T (neuron.implementation: reference) rather than the fused,
+    compiled kernel the trainer runs: the two are equal by test, and the comparison then covers the kernel too."""
+    from distsnn.models import build_student
+
+    return build_student(dataclasses.replace(cfg.model, neuron=dataclasses.replace(cfg.model.neuron,
+                                                                                    implementation="reference")))
+
+
+def plain_val_loader(cfg):
+    """torchvision's resize (shorter side, antialiased) + centre crop over the val shards."""
+    import torch
+    from torchvision import transforms as tv
+
+    from distsnn.data.digits import digits_dir
+
+    d, aug = cfg.data, cfg.data.augment
+    tf = tv.Compose([tv.Resize(d.val_resize, antialias=True), tv.CenterCrop(d.image_size), tv.ToTensor(),
+                     tv.Normalize(aug.mean, aug.std)])
+    return torch.utils.data.DataLoader(ShardImages(read_shards(digits_dir(d.cache_dir), "val"), tf), batch_size=256)
+
+
+def plain_eval(model, val) -> dict:
+    """Top-1 (%) of the time-averaged logits (t = T) and of the first step's (t = 1)."""
+    import torch
+
+    model.eval()
+    correct_T = correct_1 = n = 0
+    with torch.no_grad():
+        for x, y in val:
+            logits = model(x)  # [T, B, K]
+            correct_T += (logits.mean(0).argmax(1) == y).sum().item()
+            correct_1 += (logits[0].argmax(1) == y).sum().item()
+            n += len(y)
+    return {"top1_T": 100.0 * correct_T / n, "top1_1": 100.0 * correct_1 / n, "val": n}
+
+
+def cross_eval(recipe: Path, out: Path, seed: int) -> dict:
+    """The trainer's final weights evaluated by the plain loop's val pipeline: splits a difference between the two
+    sides into training and evaluation (DALI's resize vs torchvision's)."""
+    import torch
+
+    from distsnn.config import load
+    from distsnn.models import load_weights
+
+    torch.set_num_threads(1)
+    cfg = load(recipe)
+    model = plain_model(cfg)
+    load_weights(model, str(out / f"trainer_s{seed}" / "model.safetensors"))
+    return plain_eval(model, plain_val_loader(cfg))
+
+
 def run_plain(recipe: Path, out: Path, seed: int) -> dict:
     """One process, no DeepSpeed, no DALI: the textbook loop at the trainer's global batch."""
     result = out / f"plain_s{seed}.json"
@@ -130,7 +184,6 @@ def run_plain(recipe: Path, out: Path, seed: int) -> dict:
 
     from distsnn.config import load
     from distsnn.data.digits import digits_dir
-    from distsnn.models import build_student
 
     cfg = load(recipe)
     t0 = time.time()
@@ -140,19 +193,12 @@ def run_plain(recipe: Path, out: Path, seed: int) -> dict:
     torch.manual_seed(seed)
     d, aug = cfg.data, cfg.data.augment
     shards = digits_dir(d.cache_dir)  # the very shards the trainer reads
-    norm = tv.Normalize(aug.mean, aug.std)
     train_tf = tv.Compose([tv.RandomResizedCrop(d.image_size, scale=(aug.min_scale, 1.0), ratio=(3 / 4, 4 / 3),
-                                                antialias=True), tv.ToTensor(), norm])
-    val_tf = tv.Compose([tv.Resize(d.val_resize, antialias=True), tv.CenterCrop(d.image_size), tv.ToTensor(), norm])
+                                                antialias=True), tv.ToTensor(), tv.Normalize(aug.mean, aug.std)])
     batch = d.batch_size * RANKS  # the trainer's global batch
     train = torch.utils.data.DataLoader(ShardImages(read_shards(shards, "train"), train_tf), batch_size=batch,
                                         shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
-    val = torch.utils.data.DataLoader(ShardImages(read_shards(shards, "val"), val_tf), batch_size=256)
-
-    # the same network; its LIF as the plain loop over T (neuron.implementation: reference) rather than the fused,
-    # compiled kernel the trainer runs: the two are equal by test, and the comparison then covers the kernel too
-    model = build_student(dataclasses.replace(cfg.model, neuron=dataclasses.replace(cfg.model.neuron,
-                                                                                     implementation="reference")))
+    model = plain_model(cfg)
     o = cfg.optim
     decay, no_decay = [], []
     for m in model.modules():  # weight decay on conv/linear weights only, as usual for ResNets
@@ -179,15 +225,7 @@ def run_plain(recipe: Path, out: Path, seed: int) -> dict:
             loss.backward()
             opt.step()
             step += 1
-    model.eval()
-    correct_T = correct_1 = n = 0
-    with torch.no_grad():
-        for x, y in val:
-            logits = model(x)
-            correct_T += (logits.mean(0).argmax(1) == y).sum().item()
-            correct_1 += (logits[0].argmax(1) == y).sum().item()
-            n += len(y)
-    res = {"top1_T": 100.0 * correct_T / n, "top1_1": 100.0 * correct_1 / n, "steps": step, "val": n}
+    res = plain_eval(model, plain_val_loader(cfg)) | {"steps": step}
     result.write_text(json.dumps(res))
     print(f"[parity] plain_s{seed}: {time.time() - t0:.0f} s, {step} steps", flush=True)
     return res
@@ -200,15 +238,19 @@ def mean_sd(xs):
 
 def report(rows: dict, epochs: int) -> str:
     seeds = sorted(rows)
-    lines = [f"Top-1 (%) on the digits val split (360 images) after {epochs} epochs; spiking ResNet-20 at 1/4 width, "
+    n = {rows[s][k]["val"] for s in seeds for k in ("trainer", "plain")}
+    assert len(n) == 1, f"the two sides evaluated different numbers of images: {n}"
+    lines = [f"Top-1 (%) on the digits val split ({n.pop()} images) after {epochs} epochs; spiking ResNet-20 at 1/4 width, "
              f"T = 4, mean-CE baseline, global batch {PER_RANK_BATCH * RANKS}.", "",
-             "| seed | trainer (2 ranks, DeepSpeed, DALI) t=T | plain PyTorch loop t=T | trainer t=1 | plain t=1 |",
-             "| --- | --- | --- | --- | --- |"]
+             "| seed | trainer (2 ranks, DeepSpeed, DALI) t=T | plain PyTorch loop t=T | trainer's weights, plain "
+             "loop's eval t=T | trainer t=1 | plain t=1 |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for s in seeds:
-        t, p = rows[s]["trainer"], rows[s]["plain"]
-        lines.append(f"| {s} | {t['top1_T']:.2f} | {p['top1_T']:.2f} | {t['top1_1']:.2f} | {p['top1_1']:.2f} |")
-    (mt, st), (mp, sp) = (mean_sd([rows[s][k]["top1_T"] for s in seeds]) for k in ("trainer", "plain"))
-    lines.append(f"| mean ± sd | {mt:.2f} ± {st:.2f} | {mp:.2f} ± {sp:.2f} | | |")
+        t, p, x = rows[s]["trainer"], rows[s]["plain"], rows[s]["cross"]
+        lines.append(f"| {s} | {t['top1_T']:.2f} | {p['top1_T']:.2f} | {x['top1_T']:.2f} | {t['top1_1']:.2f} | "
+                     f"{p['top1_1']:.2f} |")
+    (mt, st), (mp, sp), (mx, sx) = (mean_sd([rows[s][k]["top1_T"] for s in seeds]) for k in ("trainer", "plain", "cross"))
+    lines.append(f"| mean ± sd | {mt:.2f} ± {st:.2f} | {mp:.2f} ± {sp:.2f} | {mx:.2f} ± {sx:.2f} | | |")
     if len(seeds) < 2:
         verdict = "one seed: no spread to compare against, so no verdict (run 3 seeds)."
     else:
@@ -230,6 +272,8 @@ def main() -> None:
     recipe = out / "parity_digits.yaml"
     recipe.write_text(RECIPE.format(epochs=a.epochs, batch=PER_RANK_BATCH))
     rows = {s: {"trainer": run_trainer(recipe, out, s), "plain": run_plain(recipe, out, s)} for s in a.seeds}
+    for s in a.seeds:
+        rows[s]["cross"] = cross_eval(recipe, out, s)
     text = report(rows, a.epochs)
     (out / "parity.md").write_text(text + "\n")
     print(text)
