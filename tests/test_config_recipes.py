@@ -52,7 +52,8 @@ def test_recipe_loads_cleanly(path):
 def test_a_key_the_recipes_method_ignores_is_refused_by_name(path, tmp_path):
     method = _method(_raw(path))
     ignored = [k for k, (_, used_by) in METHOD_KEYS.items() if method not in used_by]
-    source = "data.train_shards" if _raw(path).get("data", {}).get("source") == "digits" else "data.cache_dir"
+    source = ("data.train_shards" if _raw(path).get("data", {}).get("source") in ("digits", "event_digits")
+              else "data.cache_dir")
     for key, value in [(k, METHOD_KEYS[k][0]) for k in ignored] + [(source, "/somewhere")]:
         bad = tmp_path / f"{key}.yaml"
         bad.write_text(yaml.safe_dump(_with_key(_raw(path), key, value)))

@@ -125,7 +125,7 @@ def _semantic_checks(cfg: Config, source: str) -> None:
     if cfg.deepspeed.precision == "fp16":  # DeepSpeed would halve the weights while DALI's images stay float32
         raise ConfigError(f"{source}: deepspeed.precision: 'fp16' is not supported (it needs autocast plus a "
                           "dynamic loss scaler, which distsnn does not wire in); use bf16 or auto (bf16 on GPU)")
-    if cfg.data.train_fraction < 1.0 and cfg.data.source != "digits":
+    if cfg.data.train_fraction < 1.0 and cfg.data.source not in ("digits", "event_digits"):
         raise ConfigError(f"{source}: data.train_fraction: only the embedded digits data can be subsampled")
 
 

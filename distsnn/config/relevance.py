@@ -17,6 +17,7 @@ CONTRAST_METHODS = ("tcl", "stcl", "sscl+stcl")     # TCL heads and temporal Sup
 TEACHER_METHODS = ("sscl", "sscl+stcl")             # an ANN teacher and NCE terms
 TWO_VIEW_METHODS = ("stcl", "sscl+stcl")            # two augmented views per image
 CLASSIFICATION_METHODS = ("tcl", "stcl", "sscl", "sscl+stcl")  # ann/baseline/tet fix their own CE term
+EMBEDDED = ("digits", "event_digits")               # data sources built on first use under data.cache_dir
 
 
 class Rule(NamedTuple):
@@ -48,10 +49,10 @@ RULES = (
          lambda c: f"is read only with data.source: shards (it is {c.data.source!r})"),
     Rule("data.val_shards", lambda c: c.data.source == "shards",
          lambda c: f"is read only with data.source: shards (it is {c.data.source!r})"),
-    Rule("data.cache_dir", lambda c: c.data.source == "digits",
-         lambda c: f"is read only with data.source: digits (it is {c.data.source!r})"),
-    Rule("data.train_fraction", lambda c: c.data.source == "digits",
-         lambda c: "only the embedded digits data can be subsampled (data.source: digits)"),
+    Rule("data.cache_dir", lambda c: c.data.source in EMBEDDED,
+         lambda c: f"is read only with data.source: digits or event_digits (it is {c.data.source!r})"),
+    Rule("data.train_fraction", lambda c: c.data.source in EMBEDDED,
+         lambda c: "only the embedded digits data can be subsampled (data.source: digits or event_digits)"),
     Rule("telemetry.bind_address", lambda c: c.telemetry.enabled, lambda c: "is read only with telemetry.enabled: true"),
     Rule("telemetry.base_port", lambda c: c.telemetry.enabled, lambda c: "is read only with telemetry.enabled: true"),
     Rule("telemetry.update_every_steps", lambda c: c.telemetry.enabled,

@@ -50,6 +50,7 @@ class ModelConfig:
     name: str = knob("spiking_resnet18", "student: a registered timm name (spiking_resnet18/34/19/20, sew_resnet18/34; CIFAR stems: spiking_resnet18/34_cifar, sew_resnet18/34_cifar)")
     num_classes: int = knob(1000, "number of classes", ge=2)
     timesteps: int = knob(4, "simulation time steps T", ge=1)
+    in_chans: int = knob(3, "input channels: 3 for images, 2 for event frames (ON/OFF polarity; must match the shards)", ge=1)
     width_multiplier: float = knob(1.0, "scales every channel count (1.0 = the paper's network; the CPU demo uses less)", gt=0.0)
     neuron: NeuronConfig = field(default_factory=NeuronConfig, metadata={"help": "spiking neuron"})
     sync_batchnorm: bool = knob(False, "convert BatchNorm to SyncBatchNorm across ranks (GPU only)")
@@ -79,8 +80,8 @@ class AugmentConfig:
 
 @dataclass(kw_only=True)
 class DataConfig:
-    source: Literal["shards", "digits"] = knob("shards", "'digits' = the embedded scikit-learn digits shards (built on first use); 'shards' = your webdataset shards")
-    cache_dir: str = knob("~/.cache/distsnn", "where the embedded digits shards are built")
+    source: Literal["shards", "digits", "event_digits"] = knob("shards", "'digits' = the embedded scikit-learn digits shards (built on first use); 'event_digits' = those digits recorded as DVS events (N-MNIST-style saccades, T = 4 frames of 2 x 32 x 32; model.in_chans: 2); 'shards' = your webdataset shards (image or event)")
+    cache_dir: str = knob("~/.cache/distsnn", "where the embedded digits (and event digits) shards are built")
     train_shards: str = knob("", "train shards: a glob or brace pattern, e.g. /data/imagenet/train-{000000..001023}.tar")
     val_shards: str = knob("", "val shards: a glob or brace pattern")
     image_size: int = knob(224, "train crop / val crop size", ge=8)
@@ -91,7 +92,7 @@ class DataConfig:
     shuffle_buffer: int = knob(4096, "DALI reader shuffle buffer (initial_fill); shards are also pre-shuffled", ge=1)
     decode_device: Literal["auto", "cpu", "mixed"] = knob("auto", "JPEG decode: mixed (GPU) when a GPU is present under auto")
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "train augmentation"})
-    train_fraction: float = knob(1.0, "digits only: use this fraction of the train split per class (harder task)", gt=0.0, le=1.0)
+    train_fraction: float = knob(1.0, "digits and event_digits only: use this fraction of the train split per class (harder task)", gt=0.0, le=1.0)
 
 
 @dataclass(kw_only=True)

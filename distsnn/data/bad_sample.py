@@ -10,6 +10,7 @@ is decoded with PIL and every ``.cls`` parsed, each bad one named by ``source_in
 from __future__ import annotations
 
 import io
+import os
 import re
 
 
@@ -64,11 +65,19 @@ def sample_problems(jpegs, cls, num_classes: int | None) -> list[str]:
     for j in range(len(jpegs)):
         where = jpegs[j].source_info()
         shard, key = where.split(":")[0], where.rsplit(":", 1)[-1].rsplit(".", 1)[0]
-        try:
-            with Image.open(io.BytesIO(np.asarray(jpegs[j]).tobytes())) as im:
-                im.load()
-        except Exception as e:  # PIL raises many types
-            out.append(f"{shard}:{key}: undecodable image ({re.sub(r' <_io.*?>', '', str(e))})")
+        if where.endswith(".evt"):  # event frames: right size for the events.json beside the shard?
+            from .events import load_event_spec
+
+            spec = load_event_spec(os.path.dirname(shard))
+            got = np.asarray(jpegs[j]).size
+            if spec is not None and got != spec.nbytes:
+                out.append(f"{shard}:{key}: .evt holds {got} bytes, events.json's {spec.shape} needs {spec.nbytes}")
+        else:
+            try:
+                with Image.open(io.BytesIO(np.asarray(jpegs[j]).tobytes())) as im:
+                    im.load()
+            except Exception as e:  # PIL raises many types
+                out.append(f"{shard}:{key}: undecodable image ({re.sub(r' <_io.*?>', '', str(e))})")
         text = np.asarray(cls[j]).tobytes()
         try:
             label = int(text.decode("ascii").strip())

@@ -37,6 +37,17 @@ def _check_label(data: bytes, num_classes: int | None) -> str | None:
     return None
 
 
+def _event_spec(path: str, say):
+    """The ``EventSpec`` of ``events.json`` beside the shard (``None``: image shards); a bad one is a problem."""
+    from .events import load_event_spec
+
+    try:
+        return load_event_spec(os.path.dirname(path))
+    except ValueError as e:
+        say("-", str(e))
+        return None
+
+
 def scan_shard(args) -> tuple[str, list[str], list[str]]:
     """``(shard, keys in order, problems)`` for one tar. ``args = (path, num_classes, decode)``."""
     path, num_classes, decode = args
@@ -70,10 +81,16 @@ def scan_shard(args) -> tuple[str, list[str], list[str]]:
             tail = f.read(1024)
         if len(tail) < 1024 or tail.strip(b"\0"):
             say("-", f"truncated tar: no end-of-archive marker after byte {end} (file has {size} bytes)")
+    spec = _event_spec(path, say)
     for key in order:
         comp = samples[key]
-        image = comp.get("jpg", comp.get("png"))  # the image member: .jpg or (lossless) .png
-        if image is None:
+        if spec is not None:  # event shards: .evt frames of exactly the size events.json gives
+            if "evt" not in comp:
+                say(key, "missing .evt (event shards: events.json beside them)")
+            elif len(comp["evt"]) != spec.nbytes:
+                say(key, f".evt holds {len(comp['evt'])} bytes, events.json's [T, 2, H, W] = {list(spec.shape)} "
+                         f"needs {spec.nbytes}")
+        elif (image := comp.get("jpg", comp.get("png"))) is None:  # the image member: .jpg or (lossless) .png
             say(key, "missing .jpg / .png")
         elif decode and (err := _check_image(image)):
             say(key, err)

@@ -40,7 +40,8 @@ class DataError(RuntimeError):
 
 @dataclass
 class Batch:
-    """``views``: ``num_views`` tensors [B, 3, H, W] float32 (normalised); ``labels``: [B] int64."""
+    """``views``: ``num_views`` tensors [B, 3, H, W] float32 (normalised), or for event shards time-major
+    [T, B, 2, H, W] float32 event counts; ``labels``: [B] int64."""
     views: list[torch.Tensor]
     labels: torch.Tensor
 
@@ -131,7 +132,10 @@ class _PipelineLoader:
     def _batch(self, outs, n: int) -> Batch:
         *views, cls = outs
         labels = parse_labels(cls, self.num_classes, n)
-        return Batch([to_torch(v, self.device, n) for v in views],
+        views = [to_torch(v, self.device, n) for v in views]
+        # event frames come batch-major from DALI ([B, T, 2, H, W]); the models walk time on dim 0
+        views = [v.transpose(0, 1).contiguous() if v.dim() == 5 else v for v in views]
+        return Batch(views,
                      torch.from_numpy(labels).to(self.device, non_blocking=True))
 
 
@@ -167,6 +171,10 @@ class TrainLoader(_PipelineLoader):
         args = (info.train_files, info.train_index, rank, world)
 
         def make_pipe(checkpoint):
+            if info.events is not None:
+                return pipelines.event_train_pipeline(
+                    *args, data_cfg.augment, data_cfg.image_size, data_cfg.shuffle_buffer, self.num_views,
+                    info.events.shape, prefetch_queue_depth=data_cfg.prefetch, checkpoint=checkpoint, **common)
             return pipelines.train_pipeline(*args, data_cfg.augment, data_cfg.image_size, data_cfg.shuffle_buffer,
                                             self.num_views, dev, prefetch_queue_depth=data_cfg.prefetch,
                                             checkpoint=checkpoint, **common)
@@ -357,6 +365,10 @@ class ValLoader(_PipelineLoader):
         args = (info.val_files, info.val_index, rank, world_size)
 
         def make_pipe(checkpoint):
+            if info.events is not None:
+                return pipelines.event_val_pipeline(*args, data_cfg.image_size, info.events.shape,
+                                                    prefetch_queue_depth=data_cfg.prefetch, checkpoint=checkpoint,
+                                                    **common)
             return pipelines.val_pipeline(*args, data_cfg.augment, data_cfg.val_resize, data_cfg.image_size, dev,
                                           prefetch_queue_depth=data_cfg.prefetch, checkpoint=checkpoint, **common)
 

@@ -2,17 +2,19 @@
 ``num_shards = world``, ``pad_last_batch=True`` (every rank runs the same number of batches per
 epoch; see ``sharding.py``), checkpointing enabled (reader position + RNG states).
 
-Samples are ``<key>.jpg`` or ``<key>.png`` (either, per sample) + ``<key>.cls``. Outputs: the views ([B, 3, S, S] float32 each) and the raw ``.cls`` bytes, parsed on the host by the
+Samples are ``<key>.jpg`` or ``<key>.png`` (either, per sample) + ``<key>.cls``; event shards hold ``<key>.evt``
+(``[T, 2, H, W]`` uint8 counts, ``events.py``) instead of the image and have their own pipelines (views
+[B, T, 2, S, S] float32; the loader makes them time-major). Outputs: the views ([B, 3, S, S] float32 each) and the raw ``.cls`` bytes, parsed on the host by the
 loader so that a bad label names its shard and key (``source_info()``).
 """
 from __future__ import annotations
 
 from nvidia.dali import fn, pipeline_def, types
 
-from .augment import train_view, val_view
+from .augment import event_frames, event_train_view, event_val_view, train_view, val_view
 
 READER = "Reader"
-IMAGE_EXT = "jpg;png"  # one image per sample: JPEG, or PNG (lossless, e.g. CIFAR); the decoder reads both
+IMAGE_EXT = "jpg;png;evt"  # one per sample: JPEG, or PNG (lossless, e.g. CIFAR); or event frames (.evt)
 
 
 def read_shards(files, index, rank, world, shuffle, buffer, stick):
@@ -49,3 +51,18 @@ def raw_pipeline(files, index, rank, world, shuffle, buffer, stick):
     """[jpeg bytes, cls bytes]: the reader alone, to replay a failed batch and find the bad sample."""
     jpegs, cls = read_shards(files, index, rank, world, shuffle=shuffle, buffer=buffer, stick=stick)
     return jpegs, cls
+
+
+@pipeline_def(enable_checkpointing=True)
+def event_train_pipeline(files, index, rank, world, aug, size, buffer, num_views, shape):
+    """[views..., cls bytes] of event shards: ``num_views`` independent crops/flips of each sample's frames."""
+    raw, cls = read_shards(files, index, rank, world, shuffle=True, buffer=buffer, stick=False)
+    frames = event_frames(raw, shape)
+    return (*[event_train_view(frames, aug, size) for _ in range(num_views)], cls)
+
+
+@pipeline_def(enable_checkpointing=True)
+def event_val_pipeline(files, index, rank, world, size, shape):
+    """[view, cls bytes] of event shards, deterministic (centre window), ``stick_to_shard`` as ``val_pipeline``."""
+    raw, cls = read_shards(files, index, rank, world, shuffle=False, buffer=1, stick=True)
+    return event_val_view(event_frames(raw, shape), shape, size), cls

@@ -3,7 +3,8 @@
 The sample list is shuffled globally with a seed before it is cut into shards (DALI only shuffles
 inside a buffer, so neighbours in a tar stay neighbours in a batch). Original JPEG bytes are kept,
 anything else is re-encoded as JPEG, except PNG sources under ``keep_png`` (lossless data such as CIFAR), which
-are stored as given in ``<key>.png``. Each shard is written by one task (``workers`` processes):
+are stored as given in ``<key>.png``. Event recordings (``events``: an ``EventSpec``) are read, checked and binned
+in the worker and stored as ``<key>.evt`` frames (``events.py``); a bad recording fails naming its file. Each shard is written by one task (``workers`` processes):
 tar to a temp file + rename, then its DALI index, then a ``<shard>.json`` receipt (count, bytes,
 SHA-256, digest of its planned keys) written last; a re-run skips shards whose receipt matches the
 plan. Finally ``manifest.json`` and ``classes.json``.
@@ -36,11 +37,14 @@ class ShardJob:
     split: str
     verify: bool = False
     keep_png: bool = False
+    events: object = None  # an EventSpec: items are event recordings, stored as .evt frames
 
     def digest(self) -> str:
         h = hashlib.sha256()
         if self.keep_png:
             h.update(b"keep_png\n")
+        if self.events is not None:
+            h.update(f"events {self.events}\n".encode())
         for src, label, key in self.items:
             h.update(f"{key}\t{label}\t{src if isinstance(src, str) else len(src)}\n".encode())
         return h.hexdigest()
@@ -138,7 +142,12 @@ def write_shard(job: ShardJob) -> dict:
             # mtime=0 and fixed owner: identical inputs give byte-identical shards (checksums comparable)
             with wds.TarWriter(f, encoder=False, mtime=0.0) as tw:
                 for src, label, key in job.items:
-                    ext, data = image_member(src, job.verify, job.keep_png)
+                    if job.events is not None:
+                        from .events import EVENT_EXT, encode_recording
+
+                        ext, data = EVENT_EXT, encode_recording(src, job.events)
+                    else:
+                        ext, data = image_member(src, job.verify, job.keep_png)
                     tw.write({"__key__": key, ext: data, "cls": str(label).encode()})
         os.replace(tmp, job.path)
     finally:
@@ -153,13 +162,18 @@ def write_shard(job: ShardJob) -> dict:
 
 def write_split(samples: list, classes: list[str], out_dir: str, split: str, seed: int = 0,
                 shard_bytes: int = 256 << 20, max_count: int = 0, workers: int = 1,
-                verify: bool = False, progress: bool = True, keep_png: bool = False) -> list[str]:
+                verify: bool = False, progress: bool = True, keep_png: bool = False, events=None) -> list[str]:
     """Write ``samples`` (``[(source, label)]``) as shards ``<out_dir>/<split>-NNNNNN.tar``; returns their paths.
-    ``keep_png``: store PNG sources losslessly as ``.png`` instead of re-encoding them as JPEG."""
+    ``keep_png``: store PNG sources losslessly as ``.png`` instead of re-encoding them as JPEG. ``events``: an
+    ``EventSpec``; the sources are event recordings, binned to ``.evt`` frames, the spec goes to ``events.json``."""
     os.makedirs(out_dir, exist_ok=True)
+    if events is not None:
+        from .events import write_event_info
+
+        write_event_info(out_dir, events)  # first: refuses a directory made with another spec
     jobs = plan_shards(samples, out_dir, split, seed, shard_bytes, max_count)
     for j in jobs:
-        j.verify, j.keep_png = verify, keep_png
+        j.verify, j.keep_png, j.events = verify, keep_png, events
     bar = None
     if progress:
         from tqdm import tqdm

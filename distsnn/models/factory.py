@@ -16,12 +16,12 @@ def build_student(model_cfg, ann: bool = False) -> nn.Module:
     if ann or name in ANNS:
         from .registry import ann_counterpart
         model = timm.create_model(ann_counterpart(name), num_classes=model_cfg.num_classes,
-                                  width_multiplier=model_cfg.width_multiplier)
+                                  width_multiplier=model_cfg.width_multiplier, in_chans=model_cfg.in_chans)
     else:
         n = model_cfg.neuron
         model = timm.create_model(name, num_classes=model_cfg.num_classes, timesteps=model_cfg.timesteps,
                                   decay=n.decay, threshold=n.threshold, surrogate=n.surrogate,
                                   surrogate_width=n.surrogate_width, implementation=n.implementation,
-                                  width_multiplier=model_cfg.width_multiplier)
+                                  width_multiplier=model_cfg.width_multiplier, in_chans=model_cfg.in_chans)
     model.set_grad_checkpointing(model_cfg.grad_checkpointing)
     return model

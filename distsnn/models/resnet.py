@@ -145,6 +145,8 @@ class ResNet(nn.Module):
         """``x``: a static image ``[B, 3, H, W]`` (direct encoding: the first conv+BN runs once and its output is
         repeated over T) or a sequence ``[T, B, 3, H, W]``. Returns logits ``[T, B, K]`` (ANN: ``[B, K]``), or a
         ``ModelOutput`` with the stage outputs and the pooled feature, time-major, when ``return_features``."""
+        if x.dim() == 5 and not self.spiking:  # event frames [T, B, C, H, W]: an ANN sees their sum (the count image)
+            x = x.sum(0)
         seq = self._check_input(x)
         T = self.timesteps
         if seq:

@@ -53,7 +53,8 @@ def build_teacher(teacher_cfg, model_cfg) -> nn.Module:
     name, weights, num_classes = teacher_cfg.name, teacher_cfg.weights, model_cfg.num_classes
     name = name or ann_counterpart(model_cfg.name)
     if name in ANNS:
-        net = timm.create_model(name, num_classes=num_classes, width_multiplier=model_cfg.width_multiplier)
+        net = timm.create_model(name, num_classes=num_classes, width_multiplier=model_cfg.width_multiplier,
+                                in_chans=model_cfg.in_chans)
     else:
         try:
             net = TimmResNetFeatures(timm.create_model(name, pretrained=False, num_classes=num_classes))

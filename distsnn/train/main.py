@@ -34,6 +34,9 @@ def _preflight(cfg):
     info = prepare_dataset(cfg.data)
     if info.num_classes is not None and info.num_classes != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes: {cfg.model.num_classes} but the shards have {info.num_classes} classes")
+    from distsnn.data.dataset_info import check_model_input
+
+    check_model_input(info, cfg.model, ann=cfg.method.name == "ann")
     if cfg.method.name in ("sscl", "sscl+stcl") and not os.path.isfile(os.path.expanduser(cfg.teacher.weights)):
         raise ConfigError(f"teacher.weights: {cfg.teacher.weights}: no such file (train it with method ann, "
                           "which exports <run>/model.safetensors)")

@@ -56,7 +56,7 @@ class TrainModule(nn.Module):
         if len(views) == 1:
             outs = [self.student(views[0], return_features=True)]
         else:  # both views in one pass: one BN statistic over both, as SupCon's siamese set-up does
-            joint = self.student(torch.cat(views), return_features=True)
+            joint = self.student(torch.cat(views, dim=1 if views[0].dim() == 5 else 0), return_features=True)
             dim = 1 if joint.logits.dim() == 3 else 0  # [T, 2B, ...] or [2B, ...]
             n = len(views)
             outs = [ModelOutput(lg, {k: f.chunk(n, dim)[i] for k, f in joint.features.items()})
