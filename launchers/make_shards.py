@@ -5,6 +5,7 @@
   python launchers/make_shards.py imagenet ROOT OUT --split val --val-labels LOC_val_solution.csv
   python launchers/make_shards.py imagenet ROOT OUT --split val --val-labels ILSVRC2012_validation_ground_truth.txt --devkit-meta meta.mat
   python launchers/make_shards.py cifar    cifar-100-python.tar.gz OUT [--labels coarse]  # train + test, lossless PNG
+  python launchers/make_shards.py cifar10dvs ROOT OUT --timesteps 4 --size 48  # ROOT/<class>/*.aedat -> train + val
   python launchers/make_shards.py index    SHARD.tar ...                      # DALI index files only
 
 Shards are globally shuffled with --seed, about --shard-mb each, written by --workers processes;
@@ -52,6 +53,20 @@ def main(argv=None) -> int:
     pc.add_argument("--max-count", type=int, default=10000, help="at most this many samples per shard")
     pc.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     pc.add_argument("--no-progress", action="store_true")
+    pd = sub.add_parser("cifar10dvs", help="CIFAR10-DVS (ROOT/<class>/*.aedat, AEDAT 2.0) -> event frame shards, "
+                        "train + val of a fixed seeded per-class split")
+    pd.add_argument("root")
+    pd.add_argument("out")
+    pd.add_argument("--timesteps", type=int, default=4, help="T frames per recording (TCL: 4; SSCL: 10)")
+    pd.add_argument("--size", type=int, default=48, help="frame side: the 128 px sensor binned to this (TCL: 48)")
+    pd.add_argument("--binning", choices=("count", "time"), default="count",
+                    help="T slices of equal event count (SpikingJelly split_by='number') or equal duration")
+    pd.add_argument("--split-seed", type=int, default=0, help="seed of the per-class 9:1 split (keep it fixed)")
+    pd.add_argument("--val-fraction", type=float, default=0.1)
+    pd.add_argument("--seed", type=int, default=0, help="global shuffle seed")
+    pd.add_argument("--max-count", type=int, default=2000, help="at most this many samples per shard")
+    pd.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    pd.add_argument("--no-progress", action="store_true")
     pi = sub.add_parser("index")
     pi.add_argument("tars", nargs="+")
     a = ap.parse_args(argv)
@@ -62,6 +77,8 @@ def main(argv=None) -> int:
         return 0
     if a.cmd == "cifar":
         return _cifar(a)
+    if a.cmd == "cifar10dvs":
+        return _cifar10dvs(a)
     try:
         if a.cmd == "imagenet":
             classes, samples = image_sources.imagenet(a.root, a.split, a.val_labels, a.devkit_meta)
@@ -90,6 +107,30 @@ def _cifar(a) -> int:
                             max_count=a.max_count, workers=a.workers, progress=not a.no_progress, keep_png=True)
         print(f"{variant} {split}: {len(labels)} samples, {len(classes)} classes ({a.labels}) -> {len(files)} "
               f"shards {os.path.join(a.out, split + '-*.tar')}")
+    return 0
+
+
+def _cifar10dvs(a) -> int:
+    """CIFAR10-DVS recordings binned once into [T, 2, size, size] frames: OUT/train-*.tar and OUT/val-*.tar, the
+    split's file lists and the binning in OUT/events.json."""
+    from distsnn.data.dvs_sources import cifar10dvs_split
+    from distsnn.data.events import EventSpec, write_event_info
+
+    try:
+        spec = EventSpec(timesteps=a.timesteps, height=a.size, width=a.size, sensor_height=128, sensor_width=128,
+                         binning=a.binning, format="aedat2")
+        classes, splits = cifar10dvs_split(a.root, a.split_seed, a.val_fraction)
+        for split, samples in splits.items():
+            files = write_split(samples, classes, a.out, split, seed=a.seed, shard_bytes=1 << 40,
+                                max_count=a.max_count, workers=a.workers, progress=not a.no_progress, events=spec)
+            print(f"CIFAR10-DVS {split}: {len(samples)} recordings -> {len(files)} shards "
+                  f"{os.path.join(a.out, split + '-*.tar')} (T={a.timesteps}, {a.size}x{a.size}, by {a.binning})")
+        rel = {s: [os.path.relpath(p, a.root) for p, _ in smp] for s, smp in splits.items()}
+        write_event_info(a.out, spec, {"split": {"dataset": "CIFAR10-DVS", "seed": a.split_seed,
+                                                 "val_fraction": a.val_fraction, **rel}})
+    except (ValueError, OSError) as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

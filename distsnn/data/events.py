@@ -102,7 +102,39 @@ def read_npy(data: bytes, name: str) -> np.ndarray:
     return out
 
 
-READERS = {"npy": read_npy}
+AEDAT2_MAGIC = b"#!AER-DAT2.0"
+
+
+def read_aedat2(data: bytes, name: str) -> np.ndarray:
+    """jAER AEDAT 2.0 of a DVS128 (CIFAR10-DVS's released files): ``#`` header lines (the first ``#!AER-DAT2.0``),
+    then 8-byte events, two big-endian uint32: address, timestamp (us). Address bits: x = (a & 0xFE) >> 1,
+    y = (a & 0x7F00) >> 8, polarity = a & 1 (jAER: 1 = OFF); no bit above 0x7FFF. Returned in SpikingJelly's
+    orientation for CIFAR10-DVS (x' = 127 - y, y' = 127 - x, p' = 1 - p: ON = 1)."""
+    if not data.startswith(AEDAT2_MAGIC):
+        raise ValueError(f"{name}: not an AEDAT 2.0 file (does not start with {AEDAT2_MAGIC.decode()})")
+    i = 0
+    while data.startswith(b"#", i):
+        j = data.find(b"\n", i)
+        if j < 0:
+            raise ValueError(f"{name}: AEDAT 2.0 header does not end (truncated file?)")
+        i = j + 1
+    body = data[i:]
+    if len(body) % 8:
+        raise ValueError(f"{name}: truncated AEDAT 2.0 file ({len(body)} data bytes, not whole 8-byte events)")
+    words = np.frombuffer(body, ">u4").reshape(-1, 2)
+    addr, ts = words[:, 0], words[:, 1]
+    if (addr > 0x7FFF).any():
+        k = int(np.flatnonzero(addr > 0x7FFF)[0])
+        raise ValueError(f"{name}: event {k} has address 0x{int(addr[k]):08x}, not a DVS128 event (another sensor?)")
+    ev = np.empty(len(addr), EVENT_DTYPE)
+    ev["t"] = ts
+    ev["x"] = 127 - ((addr & 0x7F00) >> 8)
+    ev["y"] = 127 - ((addr & 0xFE) >> 1)
+    ev["p"] = 1 - (addr & 1)
+    return ev
+
+
+READERS = {"npy": read_npy, "aedat2": read_aedat2}
 
 
 def read_recording(src, spec: EventSpec) -> np.ndarray:
