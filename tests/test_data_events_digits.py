@@ -64,3 +64,16 @@ def test_event_digits_reach_an_snn_through_dali(tmp_path):
     assert model.stem_conv[0].weight.grad.abs().sum() > 0
     res = evaluate(model, build_val_loader(cfg.data, info, 0, 16), 4)
     assert res["num_samples"] == shard_size(359, 0, 16) and len(res["top1"]) == 4
+
+
+def test_anytime_prediction_at_t_uses_frames_up_to_t_only():
+    """Evaluation at step t (the mean of logits 1..t) must not see frames after t: change frames 3..T, and the
+    logits of steps 1-2 stay bit-identical while later ones move."""
+    torch.manual_seed(0)
+    model = timm.create_model("spiking_resnet20", num_classes=10, timesteps=4, in_chans=2, width_multiplier=0.125).eval()
+    x = (torch.rand(4, 3, 2, 32, 32) < 0.2).float() * 3
+    y = x.clone()
+    y[2:] = (torch.rand(2, 3, 2, 32, 32) < 0.2).float() * 3
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.equal(a[:2], b[:2]) and not torch.equal(a[2:], b[2:])
