@@ -3,7 +3,7 @@
 
   python launchers/check_shards.py '/data/imagenet/train-{000000..001023}.tar' [--num-classes 1000] [--workers 8]
 
-Checks: truncated or damaged tars, undecodable images, missing or non-integer .cls, labels out of
+Checks: truncated or damaged tars, undecodable images, event frames (.evt) of the wrong size for events.json, missing or non-integer .cls, labels out of
 range (--num-classes, else classes.json beside the shards), duplicate keys, index files that
 disagree with their tar, counts and checksums that differ from manifest.json.
 """

@@ -6,6 +6,7 @@
   python launchers/make_shards.py imagenet ROOT OUT --split val --val-labels ILSVRC2012_validation_ground_truth.txt --devkit-meta meta.mat
   python launchers/make_shards.py cifar    cifar-100-python.tar.gz OUT [--labels coarse]  # train + test, lossless PNG
   python launchers/make_shards.py cifar10dvs ROOT OUT --timesteps 4 --size 48  # ROOT/<class>/*.aedat -> train + val
+  python launchers/make_shards.py dvsgesture ROOT OUT --timesteps 16 --size 128  # DvsGesture/: official train + test
   python launchers/make_shards.py index    SHARD.tar ...                      # DALI index files only
 
 Shards are globally shuffled with --seed, about --shard-mb each, written by --workers processes;
@@ -67,6 +68,17 @@ def main(argv=None) -> int:
     pd.add_argument("--max-count", type=int, default=2000, help="at most this many samples per shard")
     pd.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     pd.add_argument("--no-progress", action="store_true")
+    pg = sub.add_parser("dvsgesture", help="DVS128 Gesture (ROOT = the DvsGesture folder: user*.aedat, AEDAT 3.1, "
+                        "with *_labels.csv and trials_to_train/test.txt) -> event frame shards, official split")
+    pg.add_argument("root")
+    pg.add_argument("out")
+    pg.add_argument("--timesteps", type=int, default=16, help="T frames per trial")
+    pg.add_argument("--size", type=int, default=128, help="frame side: the 128 px sensor binned to this")
+    pg.add_argument("--binning", choices=("count", "time"), default="count")
+    pg.add_argument("--seed", type=int, default=0, help="global shuffle seed")
+    pg.add_argument("--max-count", type=int, default=500, help="at most this many samples per shard")
+    pg.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    pg.add_argument("--no-progress", action="store_true")
     pi = sub.add_parser("index")
     pi.add_argument("tars", nargs="+")
     a = ap.parse_args(argv)
@@ -79,6 +91,8 @@ def main(argv=None) -> int:
         return _cifar(a)
     if a.cmd == "cifar10dvs":
         return _cifar10dvs(a)
+    if a.cmd == "dvsgesture":
+        return _dvsgesture(a)
     try:
         if a.cmd == "imagenet":
             classes, samples = image_sources.imagenet(a.root, a.split, a.val_labels, a.devkit_meta)
@@ -128,6 +142,26 @@ def _cifar10dvs(a) -> int:
         rel = {s: [os.path.relpath(p, a.root) for p, _ in smp] for s, smp in splits.items()}
         write_event_info(a.out, spec, {"split": {"dataset": "CIFAR10-DVS", "seed": a.split_seed,
                                                  "val_fraction": a.val_fraction, **rel}})
+    except (ValueError, OSError) as e:
+        print(f"make_shards: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dvsgesture(a) -> int:
+    """DVS128 Gesture trials binned once into [T, 2, size, size] frames: OUT/train-*.tar and OUT/test-*.tar."""
+    from distsnn.data.dvs_sources import dvs_gesture
+    from distsnn.data.events import EventSpec
+
+    try:
+        spec = EventSpec(timesteps=a.timesteps, height=a.size, width=a.size, sensor_height=128, sensor_width=128,
+                         binning=a.binning, format="aedat3")
+        classes, splits = dvs_gesture(a.root)
+        for split, samples in splits.items():
+            files = write_split(samples, classes, a.out, split, seed=a.seed, shard_bytes=1 << 40,
+                                max_count=a.max_count, workers=a.workers, progress=not a.no_progress, events=spec)
+            print(f"DVS128 Gesture {split}: {len(samples)} trials -> {len(files)} shards "
+                  f"{os.path.join(a.out, split + '-*.tar')} (T={a.timesteps}, {a.size}x{a.size}, by {a.binning})")
     except (ValueError, OSError) as e:
         print(f"make_shards: {e}", file=sys.stderr)
         return 2

@@ -134,16 +134,68 @@ def read_aedat2(data: bytes, name: str) -> np.ndarray:
     return ev
 
 
-READERS = {"npy": read_npy, "aedat2": read_aedat2}
+AEDAT3_MAGIC = b"#!AER-DAT3.1"
+AEDAT3_END = b"#!END-HEADER\r\n"
+PACKET = np.dtype([("type", "<u2"), ("source", "<u2"), ("size", "<u4"), ("ts_offset", "<u4"),
+                   ("ts_overflow", "<u4"), ("capacity", "<u4"), ("number", "<u4"), ("valid", "<u4")])
+
+
+def read_aedat3(data: bytes, name: str) -> np.ndarray:
+    """AEDAT 3.1 (DVS128 Gesture's released files): ASCII header ending in ``#!END-HEADER\\r\\n``, then packets of a
+    28-byte little-endian header (``PACKET``) and ``capacity * size`` event bytes. Polarity packets (type 1) hold
+    8-byte events: uint32 data (polarity bit 1, y bits 2-16, x bits 17-31), int32 timestamp (us; + overflow << 31).
+    Other packet types are skipped."""
+    if not data.startswith(AEDAT3_MAGIC):
+        raise ValueError(f"{name}: not an AEDAT 3.1 file (does not start with {AEDAT3_MAGIC.decode()})")
+    i = data.find(AEDAT3_END)
+    if i < 0:
+        raise ValueError(f"{name}: AEDAT 3.1 header has no #!END-HEADER (truncated file?)")
+    i += len(AEDAT3_END)
+    parts = []
+    while i < len(data):
+        if len(data) - i < PACKET.itemsize:
+            raise ValueError(f"{name}: truncated AEDAT 3.1 file (a packet header cut at byte {i})")
+        h = np.frombuffer(data, PACKET, 1, i)[0]
+        i += PACKET.itemsize
+        n = int(h["capacity"]) * int(h["size"])
+        if len(data) - i < n:
+            raise ValueError(f"{name}: truncated AEDAT 3.1 file (a packet of {n} bytes cut at byte {len(data)})")
+        if h["type"] == 1:
+            if h["size"] != 8:
+                raise ValueError(f"{name}: polarity packet with {int(h['size'])}-byte events (expected 8)")
+            ev = np.frombuffer(data, np.dtype([("d", "<u4"), ("t", "<u4")]), int(h["capacity"]), i)
+            e = np.empty(len(ev), EVENT_DTYPE)
+            e["t"] = ev["t"].astype(np.int64) | (int(h["ts_overflow"]) << 31)
+            e["x"], e["y"], e["p"] = (ev["d"] >> 17) & 0x7FFF, (ev["d"] >> 2) & 0x7FFF, (ev["d"] >> 1) & 1
+            parts.append(e)
+        i += n
+    return np.concatenate(parts) if parts else np.empty(0, EVENT_DTYPE)
+
+
+READERS = {"npy": read_npy, "aedat2": read_aedat2, "aedat3": read_aedat3}
+WINDOW = "#t="  # "<file>#t=<start>-<end>": the events of <file> with start <= t < end (a trial of a recording)
+
+
+def window_source(path: str, start: int, end: int) -> str:
+    return f"{path}{WINDOW}{start}-{end}"
 
 
 def read_recording(src, spec: EventSpec) -> np.ndarray:
     """The events of ``src`` (a path, or bytes) in ``spec.format``, checked (``check_events``)."""
     name = src if isinstance(src, str) else "<bytes>"
+    window = None
+    if isinstance(src, str) and WINDOW in src:
+        src, w = src.rsplit(WINDOW, 1)
+        window = tuple(int(v) for v in w.split("-"))
     data = open(src, "rb").read() if isinstance(src, str) else bytes(src)
     if spec.format not in READERS:
         raise ValueError(f"event format {spec.format!r} is not one of {sorted(READERS)}")
     ev = READERS[spec.format](data, name)
+    if window is not None:
+        ev = ev[(ev["t"] >= window[0]) & (ev["t"] < window[1])]
+        if len(ev) == 0:
+            raise ValueError(f"{name}: no events in the labelled window [{window[0]}, {window[1]}) us: the label "
+                             "file does not match this recording")
     check_events(ev, spec, name)
     return ev
 

@@ -3,7 +3,8 @@
 Finds what DALI reports badly or not at all (DEPENDENCY-FACTS.md): truncated tars (``wds2idx`` indexes
 them happily), undecodable images, missing or non-integer ``.cls``, labels out of range, duplicate
 keys (within and across shards), index files that disagree with their tar, and shards whose count
-or checksum differ from ``manifest.json``. Shard-level problems use ``-`` as the key.
+or checksum differ from ``manifest.json``; in event shards (``events.json`` beside them) a missing ``.evt`` or one
+whose size is not the ``[T, 2, H, W]`` of ``events.json``. Shard-level problems use ``-`` as the key.
 """
 from __future__ import annotations
 

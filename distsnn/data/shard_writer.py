@@ -76,7 +76,7 @@ def plan_shards(samples: list, out_dir: str, split: str, seed: int, shard_bytes:
     for pos, i in enumerate(order):
         src, label = samples[i]
         items.append((src, int(label), sample_key(split, pos, src)))
-        size += (os.path.getsize(src) if isinstance(src, str) else len(src)) + TAR_OVERHEAD
+        size += (os.path.getsize(src.split("#t=")[0]) if isinstance(src, str) else len(src)) + TAR_OVERHEAD
         if size >= shard_bytes or (max_count and len(items) >= max_count):
             flush()
     flush()
