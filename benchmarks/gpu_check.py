@@ -25,7 +25,6 @@ import tempfile
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from harness import emit_table_report, interleaved_median_ms
 
@@ -62,23 +61,8 @@ def check_dali_resume(dev: torch.device, cache: str, out_dir: str, k: int = 3) -
             "ok" if same else "FAIL"]
 
 
-def conv_dtypes(trainer, batch, outer_autocast: bool) -> set[str]:
-    seen = set()
-    hooks = [m.register_forward_hook(lambda mod, i, o: seen.add(str(o.dtype).removeprefix("torch.")))
-             for m in trainer.student.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        if outer_autocast:
-            with torch.autocast(trainer.device.type, dtype=torch.bfloat16):
-                trainer.engine(batch.views, batch.labels, None)
-        else:
-            trainer.engine(batch.views, batch.labels, None)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
 def check_bf16(dev: torch.device, cache: str, out_dir: str) -> list[list[str]]:
+    from distsnn.train.compute_dtype import engine_conv_dtypes
     from distsnn.train.main import _preflight
     from distsnn.train.trainer import Trainer, init_distributed
 
@@ -90,9 +74,9 @@ def check_bf16(dev: torch.device, cache: str, out_dir: str) -> list[list[str]]:
     init_distributed(dev, 1)
     tr = Trainer(cfg, _preflight(cfg), dev, 0, 1, 0)
     batch = next(iter(tr.train_loader))
-    inside = conv_dtypes(tr, batch, outer_autocast=False)
+    inside = set(engine_conv_dtypes(tr, batch, outer_autocast=False))
     tr.engine.module.autocast_dtype = None  # the old set-up, for contrast
-    around = conv_dtypes(tr, batch, outer_autocast=True)
+    around = set(engine_conv_dtypes(tr, batch, outer_autocast=True))
     tr.engine.module.autocast_dtype = torch.bfloat16
     try:
         rc = tr.fit()

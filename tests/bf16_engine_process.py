@@ -9,28 +9,11 @@ import json
 import sys
 
 import torch
-from torch import nn
 
 from distsnn.config import load
+from distsnn.train.compute_dtype import engine_conv_dtypes
 from distsnn.train.main import _preflight
 from distsnn.train.trainer import Trainer, init_distributed
-
-
-def conv_dtypes(trainer, outer_autocast: bool) -> list[str]:
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(str(o.dtype).removeprefix("torch.")))
-             for m in trainer.student.modules() if isinstance(m, nn.Conv2d)]
-    batch = next(iter(trainer.train_loader))
-    try:
-        if outer_autocast:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                trainer.engine(batch.views, batch.labels, None)
-        else:
-            trainer.engine(batch.views, batch.labels, None)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def main(out_dir: str, cache: str) -> None:
@@ -41,9 +24,10 @@ def main(out_dir: str, cache: str) -> None:
     device = torch.device("cpu")
     init_distributed(device, 1)
     trainer = Trainer(cfg, _preflight(cfg), device, 0, 1, 0)
-    inside = conv_dtypes(trainer, outer_autocast=False)
+    batch = next(iter(trainer.train_loader))
+    inside = engine_conv_dtypes(trainer, batch, outer_autocast=False)
     trainer.engine.module.autocast_dtype = None  # the old set-up: autocast only around engine(...)
-    around = conv_dtypes(trainer, outer_autocast=True)
+    around = engine_conv_dtypes(trainer, batch, outer_autocast=True)
     trainer.engine.module.autocast_dtype = torch.bfloat16
     try:
         rc = trainer.fit()

@@ -51,25 +51,16 @@ def split_indices(labels: np.ndarray, train_fraction: float = 1.0) -> tuple[list
     return sorted(train), sorted(val)
 
 
-def digits_dir(cache_dir: str, train_fraction: float = 1.0) -> str:
-    """Shards of the digits set (built if absent); safe when several ranks call it at once."""
-    root = os.path.join(os.path.expanduser(cache_dir), f"digits-{VERSION}-{IMAGE_SIZE}px-frac{train_fraction:g}")
+def build_once(root: str, build) -> str:
+    """``root`` (a shard directory with a manifest.json), made by ``build(tmp_dir)`` if absent; safe when several
+    ranks call it at once: built in a private temp dir and renamed into place. The rename is atomic, so a concurrent
+    rank either wins or finds the finished directory; nobody ever sees half-written shards."""
     if os.path.exists(os.path.join(root, "manifest.json")):
         return root
-    from .shard_writer import write_split
-
     os.makedirs(os.path.dirname(root), exist_ok=True)
-    # Build in a private temp dir and rename it into place: the rename is atomic, so a concurrent
-    # rank either wins or finds the finished directory; nobody ever sees half-written shards.
-    tmp = tempfile.mkdtemp(prefix=".digits-build-", dir=os.path.dirname(root))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}-build-", dir=os.path.dirname(root))
     try:
-        jpegs, labels = digit_jpegs()
-        tr, va = split_indices(labels, train_fraction)
-        classes = [str(c) for c in range(10)]
-        write_split([(jpegs[i], int(labels[i])) for i in tr], classes, tmp, "train", seed=SPLIT_SEED,
-                    max_count=512, progress=False)
-        write_split([(jpegs[i], int(labels[i])) for i in va], classes, tmp, "val", seed=SPLIT_SEED,
-                    max_count=512, progress=False)
+        build(tmp)
         try:
             os.rename(tmp, root)
         except OSError:
@@ -79,3 +70,20 @@ def digits_dir(cache_dir: str, train_fraction: float = 1.0) -> str:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def digits_dir(cache_dir: str, train_fraction: float = 1.0) -> str:
+    """Shards of the digits set (built if absent); safe when several ranks call it at once."""
+    root = os.path.join(os.path.expanduser(cache_dir), f"digits-{VERSION}-{IMAGE_SIZE}px-frac{train_fraction:g}")
+
+    def build(tmp: str) -> None:
+        from .shard_writer import write_split
+
+        jpegs, labels = digit_jpegs()
+        tr, va = split_indices(labels, train_fraction)
+        classes = [str(c) for c in range(10)]
+        for split, idx in (("train", tr), ("val", va)):
+            write_split([(jpegs[i], int(labels[i])) for i in idx], classes, tmp, split, seed=SPLIT_SEED,
+                        max_count=512, progress=False)
+
+    return build_once(root, build)

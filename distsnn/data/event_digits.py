@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -103,17 +101,14 @@ def npy_bytes(ev: np.ndarray) -> bytes:
 
 def event_digits_dir(cache_dir: str, train_fraction: float = 1.0) -> str:
     """Shards of the event digits (built if absent; concurrent ranks safe, as ``digits.digits_dir``)."""
-    from .digits import SPLIT_SEED, split_indices
+    from .digits import SPLIT_SEED, build_once, split_indices
     from .shard_writer import write_split
 
     sp = spec()
     root = os.path.join(os.path.expanduser(cache_dir),
                         f"event-digits-{VERSION}-{SENSOR}px-T{sp.timesteps}-frac{train_fraction:g}")
-    if os.path.exists(os.path.join(root, "manifest.json")):
-        return root
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".event-digits-build-", dir=os.path.dirname(root))
-    try:
+
+    def build(tmp: str) -> None:
         images, labels = canvases()
         tr, va = split_indices(labels, train_fraction)
         recs = dict(zip(tr + va, (npy_bytes(e) for e in record(images[tr + va]))))  # only what is kept
@@ -121,12 +116,5 @@ def event_digits_dir(cache_dir: str, train_fraction: float = 1.0) -> str:
         for split, idx in (("train", tr), ("val", va)):
             write_split([(recs[i], int(labels[i])) for i in idx], classes, tmp, split, seed=SPLIT_SEED,
                         max_count=512, progress=False, events=sp)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not os.path.exists(os.path.join(root, "manifest.json")):
-                raise
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return build_once(root, build)

@@ -37,3 +37,22 @@ def check_compute_dtype(precision: str, seen: torch.dtype | None) -> None:
     if seen is not None and seen != want:
         raise RuntimeError(f"deepspeed.precision resolved to {precision} but the student's convolutions produced "
                            f"{seen} inside the engine's forward (expected {want}): autocast is not where it should be")
+
+
+def engine_conv_dtypes(trainer, batch, outer_autocast: bool = False) -> list[str]:
+    """The output dtype of every student convolution during one ``trainer.engine(...)`` forward on ``batch``
+    (``"bfloat16"``, ``"float32"``, ...). ``outer_autocast``: enter bf16 autocast around the engine instead, the
+    set-up that DeepSpeed's forward silently undid (for contrast in the precision checks)."""
+    seen: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append(str(o.dtype).removeprefix("torch.")))
+             for m in trainer.student.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        if outer_autocast:
+            with torch.autocast(trainer.device.type, dtype=torch.bfloat16):
+                trainer.engine(batch.views, batch.labels, None)
+        else:
+            trainer.engine(batch.views, batch.labels, None)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
