@@ -195,6 +195,31 @@ def all_gather_columns(tensors: list[torch.Tensor], *, grad: bool | list[bool]) 
     return out
 
 
+class _AllReduceSumWithGrad(torch.autograd.Function):
+    """Sum over ranks; backward sums the incoming gradients over ranks (each rank's loss depends on every rank's
+    input through the sum), so rank-averaged parameter gradients equal those of one process with the global batch."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()          # gloo: never reduce a non-contiguous view in place
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over ranks, differentiable (one all-reduce forward, one backward); identity without a
+    process group."""
+    if world_size() == 1:
+        return x
+    return _AllReduceSumWithGrad.apply(x)
+
+
 def all_reduce_sums(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """The sum over ranks of each tensor (detached, each in its own dtype), in ONE all-reduce: they are joined as
     float64. Detached copies without a process group."""

@@ -258,12 +258,13 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
     # Collectives per objective step (sscl+stcl, both CKA forms in use with 2 layers), TCL and SSCL alike: 1 shape
     # check (all-reduce), 1 gather (TCL: keys + labels; SSCL: embeddings + Gram-form CKA rows), 1 all-reduce (TCL:
     # values; SSCL: values + moment-form CKA sums), 1 reduce-scatter in backward -- for 1 layer (moments only)
-    # and for 2 layers (both forms) alike, on every rank.
+    # and for 2 layers (both forms) alike, on every rank -- plus, per TCL head, the global BatchNorm's statistics:
+    # one all-reduce forward and one backward (both views in one call).
     for r in range(world):
         calls = torch.load(tmp_path / f"calls{r}.pt")
-        assert calls[2] == sorted(["all_reduce"] * 4 + ["all_gather_single"] * 2 + ["reduce_scatter_single"] * 2), \
-            calls[2]
-        assert calls[1] == calls[2], calls
+        for layers in (1, 2):
+            want = ["all_reduce"] * (4 + 2 * layers) + ["all_gather_single"] * 2 + ["reduce_scatter_single"] * 2
+            assert calls[layers] == sorted(want), (layers, calls[layers])
 
     for name, (value, grads) in ref.items():
         values = [rk[name][0] for rk in ranks]
@@ -274,8 +275,10 @@ def test_world_equals_one_process_with_the_global_batch(world, tmp_path):
             # row or a missing gradient is off by O(1)), the value to 2 %.
             for p, g_ref in grads.items():
                 g_avg = sum(rk[name][1][p] for rk in ranks) / world
+                # a Linear right before a BatchNorm has a bias gradient of exactly 0: rounding only, no relative test
                 err = ((g_avg - g_ref).norm() / g_ref.norm()).item()
-                assert err < 0.1, f"{name}: averaged gradient of {p} off by {err:.3g} of its norm"
+                assert err < 0.1 or (g_avg - g_ref).norm() < 1e-4, \
+                    f"{name}: averaged gradient of {p} off by {err:.3g} of its norm"
             torch.testing.assert_close(sum(values) / world, value, rtol=2e-2, atol=2e-3, msg=f"{name}: rank mean differs")
             continue
         if name in GLOBAL_VALUE:                                # the same global value on every rank

@@ -84,7 +84,7 @@ def test_stcl_stacks_both_views_on_s():
     v1, v2 = student(3), student(4)
     out = obj([v1, v2], LABELS)
     assert {"ce.view1", "ce.view2", "tcl"} <= set(out.components) and obj.num_views == 2
-    z = torch.cat([obj.heads["pooled"](v1.features["pooled"]), obj.heads["pooled"](v2.features["pooled"])])
+    z = obj.heads["pooled"](torch.cat([v1.features["pooled"], v2.features["pooled"]]))   # one BatchNorm, both views
     assert z.shape == (2 * T, B, 4)
     assert out.components["tcl.pooled"].item() == pytest.approx(temporal_supcon_loss(z, LABELS).item(), rel=1e-6)
     want = mean_ce_loss(v1.logits, LABELS) + mean_ce_loss(v2.logits, LABELS) + 0.5 * out.components["tcl"]
@@ -203,7 +203,8 @@ def _tcl_objective(layers, head="conv"):
 
 def _head_reference(head, x):
     """The head written out: per time step, each block = depthwise 3x3 s2, 1x1, GroupNorm(1) by hand, ReLU,
-    depthwise 3x3, 1x1, GroupNorm(1), ReLU; then the spatial mean, Linear-ReLU-Linear, L2 normalisation."""
+    depthwise 3x3, 1x1, GroupNorm(1), ReLU; then the spatial mean, Linear-BatchNorm (over all steps and samples)-
+    ReLU-Linear, L2 normalisation."""
     def group_norm(h, gn):
         mu = h.mean(dim=(1, 2, 3), keepdim=True)
         var = ((h - mu) ** 2).mean(dim=(1, 2, 3), keepdim=True)
@@ -218,10 +219,14 @@ def _head_reference(head, x):
             h = torch.relu(group_norm(F.conv2d(h, pw1.weight), gn1))
             h = F.conv2d(h, dw2.weight, stride=1, padding=1, groups=h.shape[1])
             h = torch.relu(group_norm(F.conv2d(h, pw2.weight), gn2))
-        v = h.mean(dim=(2, 3))
-        lin1, _, lin2 = head.net
-        zs.append(F.normalize(lin2(torch.relu(lin1(v))), dim=-1))
-    return torch.stack(zs)
+        zs.append(h.mean(dim=(2, 3)))
+    v = torch.stack(zs)                                           # [T, B, C]
+    lin1, bn, _, lin2 = head.net
+    h = lin1(v)
+    rows = h.reshape(-1, h.shape[-1])                             # BatchNorm over every step and sample
+    mu, var = rows.mean(0), rows.var(0, unbiased=False)
+    h = (h - mu) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+    return F.normalize(lin2(torch.relu(h)), dim=-1)
 
 
 def test_tcl_conv_heads_bring_each_stage_to_the_last_one():

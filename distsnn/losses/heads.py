@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .global_batch_norm import GlobalBatchNorm
 from .pooling import spatial_mean
 
 
@@ -39,16 +40,17 @@ class ProjectionHead(nn.Module):
     :class:`SepConvDown` blocks applied to a spatial feature first, per time step on ``[T*B, C, H, W]``:
     Contrastive Deep Supervision (cited by TCL Sec. 4.4 for the intermediate layers) gives stage k of n
     the n - k blocks (widths of stages k+1..n) that bring it to the last stage's resolution and width. Empty
-    ``down``: global average pool only. The MLP is Linear-ReLU-Linear as in SimCLR. No BatchNorm anywhere:
-    its rank-local statistics would make the loss depend on how the global batch is split over ranks.
+    ``down``: global average pool only. The MLP is Linear-BN-ReLU-Linear as in SimCLR, its BatchNorm over the
+    GLOBAL batch (:class:`GlobalBatchNorm`; without it the heads collapsed); no rank-local BatchNorm anywhere, whose
+    statistics would make the loss depend on how the global batch is split over ranks.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128, down: Sequence[int] = ()):
         super().__init__()
         widths = [in_dim, *down]
         self.down = nn.Sequential(*(SepConvDown(a, b) for a, b in zip(widths[:-1], widths[1:])))
-        self.net = nn.Sequential(nn.Linear(widths[-1], hidden_dim), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden_dim, out_dim))
+        self.net = nn.Sequential(nn.Linear(widths[-1], hidden_dim), GlobalBatchNorm(hidden_dim),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Features may come in another dtype than the head (bf16 student, fp32 head or vice versa).

@@ -163,9 +163,9 @@ class Objective(nn.Module):
         ids_from = labels if self.tcl_cfg.supervised else None      # None: Eq.7, the sample is its own class
         zs = []
         for layer, head in self.heads.items():
-            # [T, B, C(, H, W)] per view -> [S, B, D] with S = T * views (the head pools spatial features).
-            z = torch.cat([head(self._feature(v, layer, f"student view {i + 1}"))
-                           for i, v in enumerate(views)], dim=0)
+            # [T, B, C(, H, W)] per view, stacked -> [S, B, D] with S = T * views: one head call, so its BatchNorm
+            # sees both views (as SupCon's two-view batch does); the head pools spatial features.
+            z = head(torch.cat([self._feature(v, layer, f"student view {i + 1}") for i, v in enumerate(views)], dim=0))
             # validate=False: the head normalises, and the check would cost a host sync per layer.
             check_supcon_inputs(z, ids_from, validate=False)
             zs.append(z)
