@@ -26,6 +26,24 @@ from distsnn.data.manifest import load_classes  # noqa: E402
 from distsnn.data.shard_writer import write_split  # noqa: E402
 
 
+def writer_args(p: argparse.ArgumentParser, max_count: int) -> None:
+    """The shard writer's options shared by the archive and event modes."""
+    p.add_argument("--seed", type=int, default=0, help="global shuffle seed")
+    p.add_argument("--max-count", type=int, default=max_count, help="at most this many samples per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def event_args(p: argparse.ArgumentParser, timesteps: int, size: int, t_help: str, size_help: str) -> None:
+    """ROOT, OUT and the binning of an event-recording mode."""
+    p.add_argument("root")
+    p.add_argument("out")
+    p.add_argument("--timesteps", type=int, default=timesteps, help=t_help)
+    p.add_argument("--size", type=int, default=size, help=size_help)
+    p.add_argument("--binning", choices=("count", "time"), default="count",
+                   help="T slices of equal event count (SpikingJelly split_by='number') or equal duration")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -50,35 +68,19 @@ def main(argv=None) -> int:
     pc.add_argument("out")
     pc.add_argument("--labels", choices=("fine", "coarse"), default="fine",
                     help="CIFAR-100: the 100 fine classes (default) or the 20 coarse superclasses")
-    pc.add_argument("--seed", type=int, default=0, help="global shuffle seed")
-    pc.add_argument("--max-count", type=int, default=10000, help="at most this many samples per shard")
-    pc.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    pc.add_argument("--no-progress", action="store_true")
+    writer_args(pc, max_count=10000)
     pd = sub.add_parser("cifar10dvs", help="CIFAR10-DVS (ROOT/<class>/*.aedat, AEDAT 2.0) -> event frame shards, "
                         "train + val of a fixed seeded per-class split")
-    pd.add_argument("root")
-    pd.add_argument("out")
-    pd.add_argument("--timesteps", type=int, default=4, help="T frames per recording (TCL: 4; SSCL: 10)")
-    pd.add_argument("--size", type=int, default=48, help="frame side: the 128 px sensor binned to this (TCL: 48)")
-    pd.add_argument("--binning", choices=("count", "time"), default="count",
-                    help="T slices of equal event count (SpikingJelly split_by='number') or equal duration")
+    event_args(pd, timesteps=4, size=48, t_help="T frames per recording (TCL: 4; SSCL: 10)",
+               size_help="frame side: the 128 px sensor binned to this (TCL: 48)")
     pd.add_argument("--split-seed", type=int, default=0, help="seed of the per-class 9:1 split (keep it fixed)")
     pd.add_argument("--val-fraction", type=float, default=0.1)
-    pd.add_argument("--seed", type=int, default=0, help="global shuffle seed")
-    pd.add_argument("--max-count", type=int, default=2000, help="at most this many samples per shard")
-    pd.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    pd.add_argument("--no-progress", action="store_true")
+    writer_args(pd, max_count=2000)
     pg = sub.add_parser("dvsgesture", help="DVS128 Gesture (ROOT = the DvsGesture folder: user*.aedat, AEDAT 3.1, "
                         "with *_labels.csv and trials_to_train/test.txt) -> event frame shards, official split")
-    pg.add_argument("root")
-    pg.add_argument("out")
-    pg.add_argument("--timesteps", type=int, default=16, help="T frames per trial")
-    pg.add_argument("--size", type=int, default=128, help="frame side: the 128 px sensor binned to this")
-    pg.add_argument("--binning", choices=("count", "time"), default="count")
-    pg.add_argument("--seed", type=int, default=0, help="global shuffle seed")
-    pg.add_argument("--max-count", type=int, default=500, help="at most this many samples per shard")
-    pg.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    pg.add_argument("--no-progress", action="store_true")
+    event_args(pg, timesteps=16, size=128, t_help="T frames per trial",
+               size_help="frame side: the 128 px sensor binned to this")
+    writer_args(pg, max_count=500)
     pi = sub.add_parser("index")
     pi.add_argument("tars", nargs="+")
     a = ap.parse_args(argv)
