@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -199,3 +201,10 @@ def test_check_shards_checks_event_frames(event_shards, tmp_path):
     assert any(":k1:" in p and "bytes" in p for p in problems), problems
     assert any(":k2:" in p and "missing .evt" in p for p in problems), problems
     assert not any(":k0:" in p for p in problems), problems
+    # the launcher (what docs/EVENTS.md tells users to run): exit 1 naming the shard and key, 0 on clean shards
+    check = [sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          "launchers", "check_shards.py"), "--workers", "1", "--no-sha"]
+    r = subprocess.run(check + [str(bad / "train-000000.tar")], capture_output=True, text=True)
+    assert r.returncode == 1 and f"{bad / 'train-000000.tar'}:k1:" in r.stdout, (r.stdout, r.stderr)
+    r = subprocess.run(check + [f"{out}/*.tar"], capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout, r.stderr)

@@ -90,15 +90,20 @@ def test_gesture_trials_round_trip_through_make_shards_and_dali(tmp_path):
     assert len(set(seen)) == 2
 
 
-@pytest.mark.parametrize("case", ["truncated", "labels_outside", "labels_bad_class", "labels_missing", "listed_missing"])
+@pytest.mark.parametrize("case", ["truncated", "foreign", "empty", "labels_outside", "labels_bad_class",
+                                  "labels_missing", "listed_missing"])
 def test_bad_gesture_input_is_refused_naming_the_file(tmp_path, capsys, case):
     root = tmp_path / "DvsGesture"
     gesture_tree(str(root))
     aedat, csv = root / "user01_fluorescent.aedat", root / "user01_fluorescent_labels.csv"
-    culprit = {"truncated": aedat, "labels_outside": aedat, "labels_bad_class": csv, "labels_missing": csv,
+    culprit = {"truncated": aedat, "foreign": aedat, "empty": aedat, "labels_outside": aedat, "labels_bad_class": csv, "labels_missing": csv,
                "listed_missing": root / "user02_lab.aedat"}[case]
     if case == "truncated":
         aedat.write_bytes(aedat.read_bytes()[:-5])
+    elif case == "foreign":  # an AEDAT 2.0 file (CIFAR10-DVS's format) under a gesture name
+        aedat.write_bytes(b"#!AER-DAT2.0\r\n" + struct.pack(">II", 5, 100))
+    elif case == "empty":  # the header alone: a recording without events, so its labelled windows are empty
+        aedat.write_bytes(HEADER)
     elif case == "labels_outside":  # a trial window where the recording has no events
         csv.write_text(csv.read_text() + "3,50000,60000\n")
     elif case == "labels_bad_class":
