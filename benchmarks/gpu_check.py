@@ -73,7 +73,7 @@ sys.path[:0] = [p for p in (str(HERE), str(ROOT)) if p not in sys.path]  # harne
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from harness import emit_table_report, free_port, interleaved_median_ms  # noqa: E402
+from harness import deepspeed_command, emit_table_report, free_port, interleaved_median_ms  # noqa: E402
 
 PEAK_BF16_FLOPS = 989e12    # H100 SXM dense bf16 (the H200 has the same tensor cores); comm_model.PEAK_BF16_TFLOPS
 BOUND_IMAGES_PER_S = 8500   # the issue's ~8,500 img/s compute bound of one H100 for SSCL-R34
@@ -481,15 +481,6 @@ def check_bf16(dev: torch.device, cache: str, out_dir: str) -> list[Row]:
         Row("lif_compiled", "fused LIF compiled (Triton on GPU)", str(lif),
             "False = eager fallback: see the 'LIF: torch.compile' warning", "ok" if lif else "FAIL"),
     ]
-
-
-def deepspeed_command() -> list[str]:
-    """The ``deepspeed`` launcher of this interpreter's environment (next to it, on PATH, or as a module)."""
-    here = Path(sys.executable).with_name("deepspeed")
-    if here.exists():
-        return [str(here)]
-    return [shutil.which("deepspeed")] if shutil.which("deepspeed") else [sys.executable, "-m",
-                                                                          "deepspeed.launcher.runner"]
 
 
 def check_deepspeed_run(dev: torch.device, sz: Sizes, cache: str, tmp: str, out: str, deadline: float) -> list[Row]:

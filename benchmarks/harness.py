@@ -5,9 +5,12 @@ import contextlib
 import datetime
 import os
 import platform
+import shutil
 import socket
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -120,6 +123,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def deepspeed_command() -> list[str]:
+    """The ``deepspeed`` launcher of this interpreter's environment (next to it, on PATH, or as a module)."""
+    here = Path(sys.executable).with_name("deepspeed")
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("deepspeed")
+    return [found] if found else [sys.executable, "-m", "deepspeed.launcher.runner"]
 
 
 def emit_table_report(notes: list[str], header: list[str], rows: list[list[str]], markdown_path: str | None) -> str:

@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import free_port  # noqa: E402
+from harness import deepspeed_command, free_port  # noqa: E402
 
 RANKS, PER_RANK_BATCH = 2, 32
 # The recipe both sides run: the demo's network (spiking ResNet-20 at 1/4 width, T = 4, SSCL's LIF) and the mean CE
@@ -69,8 +68,7 @@ def run_trainer(recipe: Path, out: Path, seed: int) -> dict:
     name = f"trainer_s{seed}"
     result = out / name / "eval.json"
     if not result.exists():
-        deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-        cmd = [deepspeed, "--master_port", str(free_port()), "--num_gpus", str(RANKS), "launchers/train.py",
+        cmd = [*deepspeed_command(), "--master_port", str(free_port()), "--num_gpus", str(RANKS), "launchers/train.py",
                "--config", str(recipe), "--set", f"run.out_dir={out}", "--set", f"run.name={name}",
                "--set", f"run.seed={seed}", "--set", "run.device=cpu"]
         env = dict(os.environ, OMP_NUM_THREADS="1")

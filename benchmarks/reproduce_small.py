@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -162,7 +161,7 @@ def run_state(out: Path, run: Run) -> str:
 def launch(run: Run, out: Path, ranks: int) -> tuple[int, Path]:
     """Train one run through the deepspeed launcher; (exit code, log path). A stale directory (no checkpoint: the
     trainer would start over and append to its metrics) is moved aside first, not deleted."""
-    from harness import free_port
+    from harness import deepspeed_command, free_port
 
     d = out / run.name
     if d.exists() and not has_checkpoint(d):
@@ -171,8 +170,7 @@ def launch(run: Run, out: Path, ranks: int) -> tuple[int, Path]:
             k += 1
         d.rename(out / f"{run.name}.stale{k}")
         print(f"[study] {run.name}: unfinished without a checkpoint; moved aside to {run.name}.stale{k}", flush=True)
-    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-    cmd = [deepspeed, "--master_port", str(free_port()), "--num_gpus", str(ranks), "launchers/train.py",
+    cmd = [*deepspeed_command(), "--master_port", str(free_port()), "--num_gpus", str(ranks), "launchers/train.py",
            "--config", CONFIG]
     for o in run.overrides(out):
         cmd += ["--set", o]

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import free_port, machine_line, markdown_table  # noqa: E402
+from harness import deepspeed_command, free_port, machine_line, markdown_table  # noqa: E402
 
 PER_RANK_BATCH = 32  # demo_sscl.yaml data.batch_size
 
@@ -82,11 +82,10 @@ def start(ranks: int, cores: str | None, steps: int, out_dir: Path, name: str, t
     """Start one training run through the deepspeed launcher (its own master port); ``cores``: taskset list
     confining the whole run (ranks, their DALI threads, the launcher), or None. ``bind``: instead, each rank gets
     its own share of ``cores`` (deepspeed ``--bind_cores_to_rank``, which runs numactl)."""
-    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
     sets = {"run.out_dir": out_dir, "run.name": name, "run.max_steps": steps, "run.log_every_steps": 1,
             "run.plots": "false", "teacher.weights": teacher, "teacher.check_accuracy": "false",
             "telemetry.enabled": "false", "checkpoint.resume": "false"}
-    cmd = [deepspeed, "--num_gpus", str(ranks), "--master_port", str(free_port())]
+    cmd = [*deepspeed_command(), "--num_gpus", str(ranks), "--master_port", str(free_port())]
     if bind:
         cmd += ["--bind_cores_to_rank", "--bind_core_list", cores]
     cmd += ["launchers/train.py", "--config", "demo_sscl.yaml"]
