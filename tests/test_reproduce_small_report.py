@@ -41,7 +41,7 @@ def test_verdict_rule():
 
 
 def test_plan_order():
-    runs = rs.plan(["full", "hard"], ["baseline", "sscl"], [96, 12, 48, 24], [0, 1, 2])
+    runs = rs.plan(["full", "hard"], ["baseline", "sscl"], [96, 12, 48, 24], [0, 1, 2], curve_seeds=3)
     names = [r.name for r in runs]
     full = names[:names.index("hard_teacher")]
     assert full[0] == "full_teacher"
@@ -53,7 +53,11 @@ def test_plan_order():
     assert full[13:] == [f"full_{m}_e{b}_s{s}" for b in (12, 24, 96) for s in (1, 2) for m in ("baseline", "sscl")]
     assert len(runs) == 2 * len(full) and names[len(full)] == "hard_teacher"
     assert [r.phase for r in runs[:8]] == ["teacher"] + ["main"] * 6 + ["curve"]
-    by_phase = rs.plan(["full", "hard"], ["baseline"], [12, 48], [0, 1], order="phase")
+    # by default the other budgets are trained at the first seed only
+    default = rs.plan(["full"], ["baseline"], [12, 24, 48], [0, 1, 2])
+    assert [r.name for r in default[4:]] == ["full_baseline_e12_s0", "full_baseline_e24_s0"]
+    assert [r.phase for r in default] == ["teacher"] + ["main"] * 3 + ["curve"] * 2
+    by_phase = rs.plan(["full", "hard"], ["baseline"], [12, 48], [0, 1], order="phase", curve_seeds=2)
     assert [r.name for r in by_phase[:6]] == ["full_teacher", "hard_teacher", "full_baseline_e48_s0",
                                               "full_baseline_e48_s1", "hard_baseline_e48_s0", "hard_baseline_e48_s1"]
     # no 48 in the budgets: the largest is the main comparison
@@ -152,7 +156,8 @@ def test_report_on_a_partial_synthetic_matrix(tmp_path):
             _finished(out / f"hard_tcl_e48_s{s}", 48, top1=(base, base, base, base))
     _finished(out / "hard_baseline_e12_s0", 12, top1=(60.0, 61.0, 62.0, 63.0))
     (out / "hard_sscl_e12_s0").mkdir()  # started, unfinished: counted missing, not read
-    block = rs.report(out, ["full", "hard"], ["baseline", "tcl", "sscl"], [12, 48], [0, 1, 2, 3, 4], doc)
+    block = rs.report(out, ["full", "hard"], ["baseline", "tcl", "sscl"], [12, 48], [0, 1, 2, 3, 4], doc,
+                      curve_seeds=5)
     text = doc.read_text()
     assert text.startswith("# Results\n\nprose before\n\n<!-- BEGIN GENERATED -->\n")
     assert text.endswith("<!-- END GENERATED -->\n\n## What is reproduced\nprose after\n")
