@@ -5,14 +5,12 @@ import contextlib
 import datetime
 import os
 import platform
-import shutil
-import socket
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+
+from distsnn.launch import deepspeed_command, free_port  # noqa: F401  (the benchmarks import them from here)
 
 
 def median_ms(fn, repeats: int, warmup: int) -> float:
@@ -116,22 +114,6 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    """A free TCP port for a rendezvous, so that concurrent jobs on one machine do not collide on 29500."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def deepspeed_command() -> list[str]:
-    """The ``deepspeed`` launcher of this interpreter's environment (next to it, on PATH, or as a module)."""
-    here = Path(sys.executable).with_name("deepspeed")
-    if here.exists():
-        return [str(here)]
-    found = shutil.which("deepspeed")
-    return [found] if found else [sys.executable, "-m", "deepspeed.launcher.runner"]
 
 
 def emit_table_report(notes: list[str], header: list[str], rows: list[list[str]], markdown_path: str | None) -> str:

@@ -11,25 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    """A free TCP port for the rendezvous, so that concurrent jobs on one machine do not collide on 29500."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from distsnn.launch import deepspeed_command, free_port  # noqa: E402
 
 
 def launch(config: str, ranks: int, out: str, extra: list[str]) -> None:
-    deepspeed = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-    cmd = [deepspeed, "--master_port", str(free_port()), "--num_gpus", str(ranks), "launchers/train.py", "--config", config,
+    cmd = [*deepspeed_command(), "--master_port", str(free_port()), "--num_gpus", str(ranks), "launchers/train.py", "--config", config,
            "--set", f"run.out_dir={out}", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -12,14 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distsnn.launch import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 MON = REPO / "k8s" / "monitoring"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(base: str, path: str, **params) -> dict:
@@ -53,7 +48,7 @@ def start_prometheus(tmp: Path, targets: list[str]):
         "scrape_configs": [{"job_name": "distsnn", "static_configs": [{"targets": targets}]}],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     prom = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w"))

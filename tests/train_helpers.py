@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
+
+from distsnn.launch import free_port  # noqa: F401  (the trainer tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -50,12 +51,6 @@ def launch_env() -> dict:
     return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
             "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions")),
             "PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metrics(run_path: Path) -> list[dict]:
