@@ -26,17 +26,11 @@ from harness import markdown_table, median_ms  # noqa: E402
 from distsnn.config.schema import MethodConfig, SSCLConfig, TCLConfig  # noqa: E402
 from distsnn.losses import build_objective, nce_critic_loss, temporal_supcon_loss  # noqa: E402
 from distsnn.losses.global_cka import global_linear_cka  # noqa: E402
+from distsnn.models.output import ModelOutput  # noqa: E402
 
 T, D_EMB = 4, 128
 # ResNet-18 stage widths (the SSCL/TCL recipes' student and teacher).
 CHANNELS = {"stage1": 64, "stage2": 128, "stage3": 256, "stage4": 512, "pooled": 512}
-
-
-class _Out(tuple):
-    """(logits, features): the fields of distsnn.models.output.ModelOutput, without importing timm."""
-
-    logits = property(lambda self: self[0])
-    features = property(lambda self: self[1])
 
 
 
@@ -73,26 +67,33 @@ def loss_cases(n_local: int, device: torch.device):
         "CKA [N, 512] pair, moment form (all-reduce)": lambda: global_linear_cka([(f_s, f_a)], "moments"),
     }
     for name in ("tcl", "stcl", "sscl+stcl"):
-        cases[f"objective {name}: 5 layers, ResNet-18 widths, 2x2 maps"] = _objective_case(name, n_local, device, g, labels)
+        fn, terms = _objective_case(name, n_local, device, g, labels)
+        cases[f"objective {name}: {terms} layer terms, ResNet-18 widths, 2x2 maps"] = fn
     return cases
 
 
-def _objective_case(name, n_local, device, g, labels):
+def _objective_case(name, n_local, device, g, labels, map_px=None):
+    """(closure, number of per-layer loss terms) for the recipe defaults of method ``name``. Stage maps are 2x2
+    unless ``map_px`` gives ResNet-18's map sizes at that input size (stage 1 = map_px / 4, halving per stage):
+    SSCL's CKA is taken on the whole maps (Eq.8-9), so their size is part of the loss's cost."""
     cfg = MethodConfig(name=name, tcl=TCLConfig(weight=5.0 if "stcl" in name else 0.5), sscl=SSCLConfig())
     torch.manual_seed(0)
-    obj = build_objective(cfg, CHANNELS, CHANNELS if "sscl" in name else None, num_data=1_281_167).to(device).train()
+    obj = build_objective(cfg, CHANNELS, CHANNELS if "sscl" in name else None, num_data=1_281_167,
+                          timesteps=T).to(device).train()
+    terms = (len(cfg.sscl.layers) if "sscl" in name else 0) + (len(cfg.tcl.layers) if "tcl" in name else 0)
+    sizes = {f"stage{i + 1}": (map_px // 4 >> i if map_px else 2) for i in range(4)}
 
     def feats(time_major):
         lead = (T, n_local) if time_major else (n_local,)
-        # 2x2 maps: the pooling of real maps belongs to the model's memory traffic, not to the loss.
-        f = {k: torch.randn(*lead, c, 2, 2, generator=g).to(device) for k, c in CHANNELS.items() if k != "pooled"}
+        f = {k: torch.randn(*lead, c, sizes[k], sizes[k], generator=g).to(device)
+             for k, c in CHANNELS.items() if k != "pooled"}
         f["pooled"] = torch.randn(*lead, 512, generator=g).to(device)
         return {k: v.requires_grad_(time_major) for k, v in f.items()}
 
-    views = [_Out((torch.randn(T, n_local, 1000, generator=g).to(device).requires_grad_(), feats(True)))
+    views = [ModelOutput(torch.randn(T, n_local, 1000, generator=g).to(device).requires_grad_(), feats(True))
              for _ in range(obj.num_views)]
-    teacher = _Out((torch.randn(n_local, 1000, generator=g).to(device), feats(False))) if obj.requires_teacher else None
-    return lambda: obj(views, labels, teacher).total.backward()
+    teacher = ModelOutput(torch.randn(n_local, 1000, generator=g).to(device), feats(False)) if obj.requires_teacher else None
+    return (lambda: obj(views, labels, teacher).total.backward()), terms
 
 
 def resnet18_step_ms(device, batch, repeats):
@@ -122,6 +123,16 @@ def run(rank_id, args, tmp):
                 continue
             ms = timed(fn, device, args.repeats)
             rows.append([name, str(n), str(args.world), f"{ms:.1f}", f"{ms / ref:.2f}" if ref else ""])
+    for n in args.map_rows:
+        if n % args.world:
+            raise SystemExit(f"--map-rows {n} is not divisible by --world {args.world}")
+        g = torch.Generator(device="cpu").manual_seed(D.rank())
+        labels = torch.randint(0, 1000, (n // args.world,), generator=g).to(device)
+        fn, terms = _objective_case("sscl", n // args.world, device, g, labels, map_px=args.map_px)
+        ms = timed(fn, device, args.repeats)
+        rows.append([f"objective sscl: {terms} layer terms, whole ResNet-18 maps at {args.map_px} px (CKA on "
+                     f"{T}x64x{args.map_px // 4}^2 student values per row at stage 1)", str(n), str(args.world),
+                     f"{ms:.1f}", f"{ms / ref:.2f}" if ref else ""])
     if D.is_main():
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"{datetime.date.today()}, torch {torch.__version__}, device {device}, torch threads "
@@ -141,6 +152,9 @@ def main():
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda (world 1 only)")
     p.add_argument("--model-batch", type=int, default=8, help="batch of the resnet18 reference step")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--map-rows", type=int, nargs="*", default=[64],
+                   help="global batch sizes of the SSCL objective on whole stage maps (none: skip it)")
+    p.add_argument("--map-px", type=int, default=224, help="input size whose ResNet-18 stage maps that case uses")
     args = p.parse_args()
     if args.world == 1:
         run(0, args, None)

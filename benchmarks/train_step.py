@@ -113,7 +113,8 @@ def sscl_contender(arch: str, T: int, images, labels, B: int) -> Contender:
     method = load(f"imagenet_sscl_{arch.replace('resnet', 'r')}.yaml").method
     student = timm.create_model(f"spiking_{arch}", num_classes=1000, timesteps=T, **NEURON)
     teacher = timm.create_model(f"ann_{arch}", num_classes=1000).eval().requires_grad_(False)
-    objective = build_objective(method, student.feature_channels, teacher.feature_channels, num_data=1_281_167)
+    objective = build_objective(method, student.feature_channels, teacher.feature_channels, num_data=1_281_167,
+                                timesteps=T)
     both = torch.nn.ModuleDict({"student": student, "objective": objective})
 
     def loss_fn(x, y):

@@ -185,6 +185,9 @@ def test_bad_input_names_the_culprit():
     short = ModelOutput(short.logits[:4], {k: v[:4] for k, v in short.features.items()})
     with pytest.raises(ValueError, match="student batch 6 != teacher batch 4"):
         build(method("sscl"))([student(1)], LABELS, short)
+    built_for_t1 = build_objective(method("sscl"), S_CH, A_CH, num_data=100, timesteps=1)
+    with pytest.raises(ValueError, match=f"T = {T} steps but the objective was built with timesteps=1"):
+        built_for_t1([student(1)], LABELS, teacher(2))
     broken = student(1)
     del broken.features["stage1"]
     with pytest.raises(ValueError, match="no feature 'stage1'"):

@@ -56,6 +56,7 @@ class Objective(nn.Module):
         super().__init__()
         self.method = cfg.name
         self.classification = cfg.classification
+        self.timesteps = timesteps
         self.tcl_cfg, self.sscl_cfg = cfg.tcl, cfg.sscl
         self.requires_teacher = self.method in TEACHER_METHODS
         self.num_views = 2 if self.method in TWO_VIEW_METHODS else 1
@@ -193,6 +194,10 @@ class Objective(nn.Module):
             a_feat = self._feature(teacher, layer, "teacher").detach()
             if s_feat.shape[1] != a_feat.shape[0]:
                 raise ValueError(f"layer {layer}: student batch {s_feat.shape[1]} != teacher batch {a_feat.shape[0]}")
+            if cfg.embed_time == "keep" and s_feat.shape[0] != self.timesteps:
+                raise ValueError(f"layer {layer}: the student's features have T = {s_feat.shape[0]} steps but the "
+                                 f"objective was built with timesteps={self.timesteps} (g^S's input width is T x the "
+                                 "features'): pass timesteps=model.timesteps to build_objective")
             # CKA (Eq.8-9) on the whole representation: S^l [B, T*C*H*W], A^l [B, C*H*W].
             s_maps.append(representation_rows(s_feat, time_major=True))
             a_maps.append(representation_rows(a_feat, time_major=False))
