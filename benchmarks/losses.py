@@ -33,8 +33,6 @@ T, D_EMB = 4, 128
 CHANNELS = {"stage1": 64, "stage2": 128, "stage3": 256, "stage4": 512, "pooled": 512}
 
 
-
-
 def timed(fn, device, repeats, barrier=True):
     def call():
         if barrier and D.world_size() > 1:
