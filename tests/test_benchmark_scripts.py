@@ -41,27 +41,30 @@ def _number(cell: str) -> float:
     return float(m.group())
 
 
+def _run(script: str, args: list[str]) -> str:
+    """Run ``benchmarks/<script>.py`` with ``args``; its stdout (the test fails on a non-zero exit)."""
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), *args], cwd=REPO,
+                       env=launch_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_and_prints_every_row(script):
     args, expected = CASES[script]
-    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{script}.py"), *args], cwd=REPO,
-                       env=launch_env(), capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    rows = [_cells(line) for line in p.stdout.splitlines() if line.startswith("| ")]
+    out = _run(script, args)
+    rows = [_cells(line) for line in out.splitlines() if line.startswith("| ")]
     for name, col in expected.items():
         hits = [r for r in rows if r[0].startswith(name)]
-        assert hits, f"{script}: no row starting {name!r} in\n{p.stdout[-3000:]}"
+        assert hits, f"{script}: no row starting {name!r} in\n{out[-3000:]}"
         for r in hits:
             assert _number(r[col]) > 0, f"{script}: row {r}"
 
 
 @pytest.mark.slow
 def test_data_benchmark_reads_through_both_pipelines():
-    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "data.py"), "--images", "16", "--epochs", "1",
-                        "--repeats", "1", "--batch", "8"], cwd=REPO, env=launch_env(), capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    rates = dict(re.findall(r"^(DALI CPU pipeline|webdataset \+ torchvision DataLoader):\s+(\d+) img/s", p.stdout, re.M))
-    assert set(rates) == {"DALI CPU pipeline", "webdataset + torchvision DataLoader"}, p.stdout
+    out = _run("data", ["--images", "16", "--epochs", "1", "--repeats", "1", "--batch", "8"])
+    rates = dict(re.findall(r"^(DALI CPU pipeline|webdataset \+ torchvision DataLoader):\s+(\d+) img/s", out, re.M))
+    assert set(rates) == {"DALI CPU pipeline", "webdataset + torchvision DataLoader"}, out
     assert all(int(v) > 0 for v in rates.values()), rates

@@ -47,16 +47,25 @@ def test_plan_order():
     assert full[0] == "full_teacher"
     # main comparison: 48 epochs, all methods at a seed before the next seed
     assert full[1:7] == [f"full_{m}_e48_s{s}" for s in (0, 1, 2) for m in ("baseline", "sscl")]
+    # the converged comparison: the largest budget, the same way
+    assert full[7:13] == [f"full_{m}_e96_s{s}" for s in (0, 1, 2) for m in ("baseline", "sscl")]
     # budget curve at the first seed, ascending
-    assert full[7:13] == [f"full_{m}_e{b}_s0" for b in (12, 24, 96) for m in ("baseline", "sscl")]
+    assert full[13:17] == [f"full_{m}_e{b}_s0" for b in (12, 24) for m in ("baseline", "sscl")]
     # the rest
-    assert full[13:] == [f"full_{m}_e{b}_s{s}" for b in (12, 24, 96) for s in (1, 2) for m in ("baseline", "sscl")]
+    assert full[17:] == [f"full_{m}_e{b}_s{s}" for b in (12, 24) for s in (1, 2) for m in ("baseline", "sscl")]
     assert len(runs) == 2 * len(full) and names[len(full)] == "hard_teacher"
-    assert [r.phase for r in runs[:8]] == ["teacher"] + ["main"] * 6 + ["curve"]
+    assert [r.phase for r in runs[:14]] == ["teacher"] + ["main"] * 6 + ["converged"] * 6 + ["curve"]
     # by default the other budgets are trained at the first seed only
     default = rs.plan(["full"], ["baseline"], [12, 24, 48], [0, 1, 2])
     assert [r.name for r in default[4:]] == ["full_baseline_e12_s0", "full_baseline_e24_s0"]
     assert [r.phase for r in default] == ["teacher"] + ["main"] * 3 + ["curve"] * 2
+    # budgets per task: only hard has a larger budget than the main one, trained at every seed
+    per_task = rs.plan(["full", "hard"], ["baseline"], {"full": [12, 48], "hard": [12, 48, 192]}, [0, 1])
+    assert [r.name for r in per_task] == [
+        "full_teacher", "full_baseline_e48_s0", "full_baseline_e48_s1", "full_baseline_e12_s0",
+        "hard_teacher", "hard_baseline_e48_s0", "hard_baseline_e48_s1", "hard_baseline_e192_s0",
+        "hard_baseline_e192_s1", "hard_baseline_e12_s0"]
+    assert rs.plan(["hard"], ["baseline"], rs.BUDGETS, [0])[-1].name == "hard_baseline_e24_s0"
     by_phase = rs.plan(["full", "hard"], ["baseline"], [12, 48], [0, 1], order="phase", curve_seeds=2)
     assert [r.name for r in by_phase[:6]] == ["full_teacher", "hard_teacher", "full_baseline_e48_s0",
                                               "full_baseline_e48_s1", "hard_baseline_e48_s0", "hard_baseline_e48_s1"]
@@ -184,3 +193,20 @@ def test_report_on_a_partial_synthetic_matrix(tmp_path):
     assert "| stage1 | 0.300 ± 0.000 (5) | 0.520 ± 0.016 (5) | 0.720 ± 0.016 (5) |" in hard
     assert "| `sscl` | 0.200 | 0.100 |" in hard  # firing rates
     assert (doc.parent / "study_hard_budget.png").stat().st_size > 0
+
+    # budgets per task: hard's largest budget (96) gets its own tables and verdicts, from its own runs
+    for s in range(3):
+        _finished(out / f"hard_baseline_e96_s{s}", 96, top1=(90.0, 91.0, 92.0, 93.0 + s),
+                  cka={"start": start, "end": {l: 0.6 for l in layers}})
+        _finished(out / f"hard_sscl_e96_s{s}", 96, top1=(90.0, 91.0, 92.0, 93.0 + s + (-1.5, 0.5, -0.5)[s]))
+    block = rs.report(out, ["full", "hard"], ["baseline", "tcl", "sscl"], {"full": [12, 48], "hard": [12, 48, 96]},
+                      [0, 1, 2, 3, 4], doc)
+    assert "budgets (full: 12, 48; hard: 12, 48, 96) epochs" in block
+    assert "compared per seed at (full: 48; hard: 48 and 96) epochs" in block
+    hard = block.split("### Task `hard`")[1]
+    assert "| `baseline` | 63.00 (1) | 84.00 ± 3.16 (5) | 94.00 ± 1.00 (3) |" in hard
+    late = hard.split("#### Verdicts, 96 epochs")[1]
+    row = next(l for l in late.splitlines() if l.startswith("| SSCL improves on the baseline"))
+    # paired differences -1.5, +0.5, -0.5: mean -0.5, sd 1, half-width t(2) / sqrt(3) = 2.48
+    assert "-0.50 [-2.98, +1.98] (n=3)" in row and "not resolvable" in row
+    assert "| stage1 | 0.300 ± 0.000 (3) | 0.600 ± 0.000 (3) |" in hard.split("CKA to the teacher per layer, 96")[1]

@@ -16,6 +16,7 @@ from torch import nn
 
 from distsnn.config import config_hash
 from distsnn.data import build_train_loader, build_val_loader
+from distsnn.launch import free_port
 from distsnn.losses import build_objective
 from distsnn.models import build_student, build_teacher, save_weights
 from distsnn.models.output import ModelOutput
@@ -405,12 +406,8 @@ def init_distributed(device: torch.device, world: int) -> None:
     if dist.is_initialized():
         return
     if "MASTER_ADDR" not in os.environ:  # a plain `python launchers/train.py`: a world of one
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                          LOCAL_RANK="0")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
