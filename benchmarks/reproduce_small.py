@@ -52,10 +52,11 @@ VARIANTS = {
 }
 TEACHER_METHODS = ("sscl_nocka", "sscl", "sscl+stcl")
 # Budgets (epochs) per task. The main comparison is at 48 epochs on both tasks; the largest budget of a task is also
-# trained at every seed (the converged comparison). `full`'s baseline (seed 0) is at 91.6 / 94.4 / 96.7 / 98.1 %
+# trained at every seed (the long comparison). `full`'s baseline (seed 0) is at 91.6 / 94.4 / 96.7 / 98.1 %
 # after 12 / 24 / 48 / 96 epochs with a 98.6 % teacher, still rising at 48, so full adds 96; `hard` has a quarter
-# of the steps per epoch and its baseline is at 39 / 62 / 82 % after 12 / 24 / 48 epochs (240 SGD steps), 93-94 %
-# after 192 (960 steps), so hard adds 192. The default matrix is ~10 h on 2 idle cores (--dry-run: what is left).
+# of the steps per epoch and its baseline is at 39 / 62 / 82 / 93 / 96 % after 12 / 24 / 48 / 192 / 384 epochs
+# (192 epochs: 960 steps, about full's 1,056 at 48), so hard adds 192 (384 would double the matrix's largest
+# part). The default matrix is ~10 h on 2 idle cores (--dry-run says what is left).
 BUDGETS = {"full": [12, 24, 48, 96], "hard": [12, 24, 48, 192]}
 SEEDS = [0, 1, 2, 3, 4]
 MAIN_BUDGET = 48
@@ -79,7 +80,7 @@ class Run:
     method: str     # a VARIANTS key, or "teacher"
     budget: int     # epochs
     seed: int
-    phase: str      # "teacher" | "main" | "converged" | "curve" | "rest"
+    phase: str      # "teacher" | "main" | "long" | "curve" | "rest"
 
     @property
     def name(self) -> str:
@@ -126,23 +127,23 @@ def plan(tasks: list[str], methods: list[str], budgets: list[int] | dict[str, li
          teacher_epochs: int = TEACHER_EPOCHS, order: str = "task", curve_seeds: int = CURVE_SEEDS) -> list[Run]:
     """Every run of the matrix, in the order they are trained. Per task: its ANN teacher (seed 0); the main
     comparison (budget ``main``, every seed, all methods at a seed before the next seed, so paired differences
-    grow evenly); the converged comparison (the task's largest budget, if not the main one, the same way); the
+    grow evenly); the long comparison (the task's largest budget, if not the main one, the same way); the
     budget curve (the other budgets, ascending, at the first seed); the rest (the other budgets at the next
     ``curve_seeds - 1`` seeds; none by default). ``order="task"`` finishes a task before the next; ``"phase"`` runs
-    every task's teachers, then every task's main comparison, converged comparison, curve, rest."""
+    every task's teachers, then every task's main comparison, long comparison, curve, rest."""
     phases: list[tuple[str, str, list[Run]]] = []
     for task in tasks:
         mine = task_budgets(budgets, task)
         compared = compared_budgets(mine, main)
         others = [b for b in mine if b not in compared]
         phases.append((task, "teacher", [Run(task, "teacher", teacher_epochs, 0, "teacher")]))
-        for phase, b in zip(("main", "converged"), compared):
+        for phase, b in zip(("main", "long"), compared):
             phases.append((task, phase, [Run(task, m, b, s, phase) for s in seeds for m in methods]))
         phases.append((task, "curve", [Run(task, m, b, seeds[0], "curve") for b in others for m in methods]))
         phases.append((task, "rest", [Run(task, m, b, s, "rest") for b in others for s in seeds[1:curve_seeds]
                                          for m in methods]))
     if order == "phase":
-        rank = {"teacher": 0, "main": 1, "converged": 2, "curve": 3, "rest": 4}
+        rank = {"teacher": 0, "main": 1, "long": 2, "curve": 3, "rest": 4}
         phases.sort(key=lambda p: rank[p[1]])  # stable: tasks keep their order within a phase
     elif order != "task":
         raise ValueError(f"order: {order!r} is not 'task' or 'phase'")
@@ -457,7 +458,7 @@ def _plot_budget(table: Table, png: Path) -> None:
     plt.close(fig)
 
 
-PHASES = {"teacher": "teacher", "main": "main comparison", "converged": "converged comparison",
+PHASES = {"teacher": "teacher", "main": "main comparison", "long": "long comparison",
           "curve": "budget curve", "rest": "rest"}
 
 

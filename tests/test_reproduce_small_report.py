@@ -47,14 +47,14 @@ def test_plan_order():
     assert full[0] == "full_teacher"
     # main comparison: 48 epochs, all methods at a seed before the next seed
     assert full[1:7] == [f"full_{m}_e48_s{s}" for s in (0, 1, 2) for m in ("baseline", "sscl")]
-    # the converged comparison: the largest budget, the same way
+    # the long comparison: the largest budget, the same way
     assert full[7:13] == [f"full_{m}_e96_s{s}" for s in (0, 1, 2) for m in ("baseline", "sscl")]
     # budget curve at the first seed, ascending
     assert full[13:17] == [f"full_{m}_e{b}_s0" for b in (12, 24) for m in ("baseline", "sscl")]
     # the rest
     assert full[17:] == [f"full_{m}_e{b}_s{s}" for b in (12, 24) for s in (1, 2) for m in ("baseline", "sscl")]
     assert len(runs) == 2 * len(full) and names[len(full)] == "hard_teacher"
-    assert [r.phase for r in runs[:14]] == ["teacher"] + ["main"] * 6 + ["converged"] * 6 + ["curve"]
+    assert [r.phase for r in runs[:14]] == ["teacher"] + ["main"] * 6 + ["long"] * 6 + ["curve"]
     # by default the other budgets are trained at the first seed only
     default = rs.plan(["full"], ["baseline"], [12, 24, 48], [0, 1, 2])
     assert [r.name for r in default[4:]] == ["full_baseline_e12_s0", "full_baseline_e24_s0"]
