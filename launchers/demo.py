@@ -15,13 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distsnn.launch import deepspeed_command, free_port  # noqa: E402
 from distsnn.models.registry import ann_counterpart  # noqa: E402
+from distsnn.train.run_dir import read_config  # noqa: E402
+
+RUNS = ("demo_ann", "demo_baseline", "demo_sscl")  # the run names the three demo recipes set
 
 
 def launch(config: str, ranks: int, out: str, extra: list[str]) -> None:
@@ -39,18 +40,13 @@ def last_eval(run_dir: Path) -> dict:
     return json.loads((run_dir / "eval.json").read_text())[-1]
 
 
-def run_config(run_dir: Path) -> dict:
-    """The resolved config the run recorded (``config.yaml``'s ``config`` section)."""
-    return yaml.safe_load((run_dir / "config.yaml").read_text())["config"]
-
-
-def titles(ann: dict, base: dict, sscl: dict) -> list[str]:
-    """Row titles from what the three runs actually trained (model, width, T, SSCL weight), not from the recipes."""
-    def net(cfg: dict) -> str:
-        return f"{cfg['model']['name']} x{cfg['model']['width_multiplier']:g}"
-    return [f"ANN teacher ({ann_counterpart(ann['model']['name'])} x{ann['model']['width_multiplier']:g})",
-            f"baseline: {net(base)}, T={base['model']['timesteps']}, mean CE",
-            f"SSCL: {net(sscl)} + teacher, Eq.20 at weight {sscl['method']['sscl']['weight']:g}"]
+def titles(ann, base, sscl) -> list[str]:
+    """Row titles from what the three runs trained (their resolved configs: model, width, T, SSCL weight)."""
+    def net(cfg) -> str:
+        return f"{cfg.model.name} x{cfg.model.width_multiplier:g}"
+    return [f"ANN teacher ({ann_counterpart(ann.model.name)} x{ann.model.width_multiplier:g})",
+            f"baseline: {net(base)}, T={base.model.timesteps}, mean CE",
+            f"SSCL: {net(sscl)} + teacher, Eq.20 at weight {sscl.method.sscl.weight:g}"]
 
 
 def table(rows: list[tuple[str, dict]], T: int) -> str:
@@ -85,12 +81,11 @@ def main() -> None:
     launch("demo_baseline.yaml", args.ranks, str(out), [])
     teacher = out / "demo_ann" / "model.safetensors"
     launch("demo_sscl.yaml", args.ranks, str(out), ["--set", f"teacher.weights={teacher}"])
-    names = ("demo_ann", "demo_baseline", "demo_sscl")
-    ann, base, sscl = (last_eval(out / name) for name in names)
+    ann, base, sscl = (last_eval(out / name) for name in RUNS)
     T = len(sscl["top1"])
     print(f"\nAnytime accuracy on the digits val split ({sscl['num_samples']} images; prediction at t = mean logits "
           "of steps 1..t):")
-    print(table(list(zip(titles(*(run_config(out / name) for name in names)), (ann, base, sscl))), T))
+    print(table(list(zip(titles(*(read_config(out / name) for name in RUNS)), (ann, base, sscl))), T))
     print(verdict(base, sscl, sscl["num_samples"]))
     print(f"\nRun directories: {out}/demo_ann, {out}/demo_baseline, {out}/demo_sscl (config.yaml, metrics.jsonl, "
           "eval.json, PNG plots, checkpoints, model.safetensors)")

@@ -3,16 +3,17 @@ import sys
 from pathlib import Path
 
 from distsnn.config.loader import load
-from distsnn.train.run_dir import RunDir
+from distsnn.train.run_dir import RunDir, read_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launchers"))
 import demo  # noqa: E402
 
 
 def _write_runs(tmp_path, overrides=()):
-    for name in ("demo_ann", "demo_baseline", "demo_sscl"):
+    """The three recipes' resolved configs as the trainer writes them, read back as the demo reads them."""
+    for name in demo.RUNS:
         RunDir(load(f"{name}.yaml", [f"run.out_dir={tmp_path}", *overrides]), write=True)
-    return [demo.run_config(tmp_path / name) for name in ("demo_ann", "demo_baseline", "demo_sscl")]
+    return [read_config(tmp_path / name) for name in demo.RUNS]
 
 
 def test_titles_name_the_shipped_recipes(tmp_path):

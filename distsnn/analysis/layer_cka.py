@@ -21,24 +21,13 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
-from distsnn.config.loader import _build
 from distsnn.config.schema import Config
 from distsnn.losses.pooling import representation_rows
 from distsnn.losses.similarity import cka_from_hsic_terms, hsic_terms
+from distsnn.train.run_dir import read_config
 
 DEFAULT_LAYERS = ["stage1", "stage2", "stage3", "pooled"]
-
-
-def run_config(run_dir: str | Path) -> Config:
-    """The resolved ``config.yaml`` of a run, rebuilt with the schema's checks (not the recipe-relevance rule:
-    a resolved file lists every default, as ``distsnn/export/run_model.py`` does)."""
-    path = Path(run_dir) / "config.yaml"
-    doc = yaml.safe_load(path.read_text())
-    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
-        raise ValueError(f"{path}: no 'config' mapping: not a resolved run config")
-    return _build(Config, doc["config"], "", str(path))
 
 
 def initial_student(cfg: Config) -> torch.nn.Module:
@@ -102,7 +91,7 @@ def analyse_run(run_dir: str | Path, teacher_weights: str | None = None, layers:
     from distsnn.models.teacher import build_teacher
 
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg = read_config(run_dir)
     if cfg.method.name == "ann":
         raise ValueError(f"{run_dir}: an ANN run has no spiking student to compare with a teacher")
     weights = teacher_weights or cfg.teacher.weights

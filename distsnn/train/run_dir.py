@@ -11,6 +11,8 @@ import yaml
 
 from distsnn import __version__
 from distsnn.config import config_hash, to_dict
+from distsnn.config.loader import _build
+from distsnn.config.schema import Config
 
 
 def code_version() -> str:
@@ -55,6 +57,16 @@ class RunDir:
     def read_metrics(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def read_config(run_dir: str | Path) -> Config:
+    """The resolved ``config.yaml`` a run wrote (:class:`RunDir`), rebuilt with the schema's checks (not the
+    recipe-relevance rule: a resolved file lists every default, as ``distsnn/export/run_model.py`` does)."""
+    path = Path(run_dir) / "config.yaml"
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ValueError(f"{path}: no 'config' mapping: not a resolved run config")
+    return _build(Config, doc["config"], "", str(path))
 
 
 def _atomic_write(path: Path, text: str) -> None:
