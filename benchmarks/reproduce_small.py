@@ -291,10 +291,14 @@ def paired_ci(diffs: list[float], level: float = 0.95) -> tuple[float, float, fl
 def verdict(diffs: list[float], level: float = 0.95, min_n: int = MIN_PAIRS, claimed: bool = True) -> str:
     """The report's rule: reproduced if the interval of the paired difference lies above 0, not reproduced
     (contradicted) if below 0, otherwise not resolvable at this scale (with the interval's width); with fewer than
-    ``min_n`` paired seeds: not yet run. ``claimed=False`` (a control, no paper claim): above 0 / below 0."""
+    ``min_n`` paired seeds: not yet run. ``claimed=False`` (a control, no paper claim): above 0 / below 0.
+    Differences with no spread at all (top-1 moves in steps of one val image, so n seeds can tie exactly) give a
+    t-interval of zero width, which says nothing about the spread: not resolvable."""
     n = len(diffs)
     if n < min_n:
         return f"not yet run (n={n})"
+    if statistics.pstdev(diffs) == 0:
+        return f"not resolvable at this scale (the {n} differences are equal: no spread, the t-interval is degenerate)"
     _, lo, hi = paired_ci(diffs, level)
     if lo > 0:
         return "**reproduced**" if claimed else "**above 0**"
@@ -595,7 +599,8 @@ def report(out: Path, tasks: list[str], methods: list[str], budgets: list[int] |
             f"**Verdict rule.** For each claim, the per-seed paired difference (same task, budget and seed; the seed "
             f"fixes the initial weights and the data order) and its 95 % t-interval (mean ± t(n-1) sd/sqrt(n)): "
             f"**reproduced** if the interval lies above 0, **not reproduced** (contradicted) if it lies below 0, "
-            f"otherwise *not resolvable at this scale* (the interval's width says how large an effect could hide); "
+            f"otherwise *not resolvable at this scale* (the interval's width says how large an effect could hide; "
+            f"also when every seed gives the same difference, a zero-width interval that measures no spread); "
             f"with fewer than {MIN_PAIRS} paired seeds, *not yet run*. The papers' effects are theirs (CIFAR / "
             "ImageNet, other networks, 200-320 epochs), quoted for scale, not expected here.",
             ""]

@@ -36,6 +36,8 @@ def test_verdict_rule():
     assert rs.verdict(mixed) == f"not resolvable at this scale (interval width {hi - lo:.2f})"
     assert rs.verdict([5.0, 6.0]) == "not yet run (n=2)"
     assert rs.verdict([]) == "not yet run (n=0)"
+    # four seeds tied at one val-image step: a zero-width t-interval is not evidence
+    assert rs.verdict([100 / 359 * 2] * 4).startswith("not resolvable at this scale (the 4 differences are equal")
     assert rs.verdict([1.0, 1.2, 0.9], claimed=False) == "**above 0**"
     assert rs.verdict([-1.0, -1.2, -0.9], claimed=False) == "**below 0**"
 
@@ -186,7 +188,8 @@ def test_report_on_a_partial_synthetic_matrix(tmp_path):
     row = next(l for l in verdicts.splitlines() if l.startswith("| TCL improves on the baseline at t = T"))
     assert row.endswith("| not yet run (n=2) |")
     row = next(l for l in verdicts.splitlines() if l.startswith("| SSCL raises CKA"))
-    assert "+0.200 [+0.200, +0.200] (n=5)" in row and row.endswith("| **reproduced** |")
+    # the synthetic CKA difference is +0.2 on every seed: no spread, so no verdict from a zero-width interval
+    assert "+0.200 [+0.200, +0.200] (n=5)" in row and row.endswith("the t-interval is degenerate) |")
     row = next(l for l in verdicts.splitlines() if l.startswith("| control: CKA to the teacher rises during baseline"))
     assert row.endswith("| **above 0** |")
     assert "NCE (uniform weights)" not in verdicts  # sscl_nocka not in the matrix: its claims are left out
