@@ -5,6 +5,7 @@ valid checkpoint and exit 75 within the grace period; bad config, missing shards
 exit 78 naming the key or path before any rank trains."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -170,3 +171,22 @@ def test_missing_shards_or_teacher_weights_exit_78_naming_the_path(tmp_path, ass
     key = "data.train_shards" if what == "shards" else "teacher.weights"
     assert key in err and str(missing) in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_relaunching_a_finished_run_re_evaluates_the_epoch_it_ended_in(tmp_path, assets):
+    """The demo is idempotent: a finished run relaunched resumes at its last step and only evaluates; that
+    evaluation must be recorded as the run's last epoch (it said epoch 31 of a 30-epoch run), with the same
+    accuracy, not as one epoch more."""
+    tiny = ["method.name=baseline", "data.train_fraction=0.04", "data.batch_size=8", "run.epochs=2"]
+    first = run(command(tmp_path, assets, "done", tiny))
+    assert first.returncode == 0, first.stdout
+    eval_json = tmp_path / "runs" / "done" / "eval.json"
+    before = json.loads(eval_json.read_text())[-1]
+    assert (before["epoch"], before["step"]) == (1, 6)  # 2 epochs of 3 steps
+    again = run(command(tmp_path, assets, "done", tiny))
+    assert again.returncode == 0, again.stdout
+    assert re.search(r"resumed from \S+ at step 6 ", again.stdout), again.stdout[-3000:]
+    after = json.loads(eval_json.read_text())[-1]
+    assert (after["epoch"], after["step"]) == (1, 6)
+    assert after["top1"] == before["top1"]

@@ -338,8 +338,9 @@ class Trainer:
             summary.end_epoch(epoch, res, self.skipped)
             if last or (epoch_done and (epoch + 1) % cfg.checkpoint.every_epochs == 0):
                 self.save()
-        if last_eval_epoch < 0:
-            self.evaluate(self.train_loader.epoch)
+        if last_eval_epoch < 0:  # resumed with nothing left to train: evaluate the epoch the run ended in
+            loader = self.train_loader
+            self.evaluate(loader.epoch - 1 if loader.pos == 0 and loader.epoch > 0 else loader.epoch)
         progress.close()
         path = self.export()
         _log(f"done: {self.step} steps; weights exported to {path}")
