@@ -2,8 +2,8 @@
 """Data-parallel scaling on this machine: the real SSCL demo training step with 1 vs 2 gloo ranks.
 
 Each run is the real launcher, ``deepspeed --num_gpus N launchers/train.py --config demo_sscl.yaml`` (student
-spiking_resnet20 x0.125, 16x16, T=4, batch 32 per rank, ANN teacher forward, SSCL objective with its gathers,
-DeepSpeed gradient all-reduce, SGD step), one thread per rank (OMP_NUM_THREADS=1; the launcher script sets
+spiking_resnet20 at the recipe's width, 16x16, T=4, batch 32 per rank, ANN teacher forward, SSCL objective with
+its gathers, DeepSpeed gradient all-reduce, SGD step), one thread per rank (OMP_NUM_THREADS=1; the launcher script sets
 torch's thread count from it). Throughput and the data-wait share come from the trainer's own
 ``metrics.jsonl`` (``images_per_s``, ``step_time_s``, ``data_wait_s`` logged every step), after dropping the
 first ``--warmup`` steps (LIF kernel compile, allocator warm-up). Runs alternate 1, 2, 1, 2, ... so that load
@@ -21,8 +21,8 @@ gets a core only when nothing else wants it, so a core never goes idle. On a vir
 step (the teacher forward) took 20-40 % more CPU time than in a 1-rank step (benchmarks/RESULTS.md). The option
 tests how much of that the idle waits explain; bare-metal cores and GPUs do not hand their time away.
 
-The teacher is a randomly initialised ``ann_resnet20`` x0.125 saved to a temporary safetensors file (its
-accuracy does not change the step's cost). Usage::
+The teacher is a randomly initialised ``ann_resnet20`` of the recipe's width saved to a temporary safetensors
+file (its accuracy does not change the step's cost). Usage::
 
     .venv/bin/python benchmarks/scaling.py [--ranks 1 2] [--steps 40] [--warmup 5] [--repeats 2] [--markdown F]
         [--set method.name=baseline] [--no-pin] [--bind] [--keep-cores-busy]
@@ -51,13 +51,15 @@ PER_RANK_BATCH = 32  # demo_sscl.yaml data.batch_size
 
 
 def make_teacher(path: Path) -> None:
-    """A random ann_resnet20 x0.125 (the demo teacher's architecture) as safetensors."""
+    """A random ann_resnet20 at the demo recipe's width (the demo teacher's architecture) as safetensors."""
     import timm
 
     import distsnn.models  # noqa: F401  (registers the timm names)
+    from distsnn.config import load
     from distsnn.models import save_weights
 
-    save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=0.125), path)
+    width = load("demo_sscl.yaml").model.width_multiplier
+    save_weights(timm.create_model("ann_resnet20", num_classes=10, width_multiplier=width), path)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """The CPU benchmarks cannot rot: each runs end to end at tiny sizes and prints its table with a positive number in
 every expected row. (benchmarks/losses.py and benchmarks/train_step.py had both broken unnoticed when the objective
-gained its ``timesteps`` argument; these runs are what would have said so.) The numbers themselves are measured
+gained its ``timesteps`` argument, benchmarks/scaling.py when the demo's width changed; these runs are what would
+have said so.) The numbers themselves are measured
 in benchmarks/RESULTS.md, never asserted here."""
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ CASES = {
     "lif": (["--repeats", "1", "--warmup", "0"], {"distsnn fast": 2, "distsnn reference": 2}),
     "comm_model": ([], {"imagenet_sscl_r34": 2, "imagenet_stcl_sew18": 2}),
     "gpu_hours_cifar": ([], {"`cifar100_sscl_r20_t4`": 2, "`cifar100_stcl_sew34`": 2}),
+    # one real 1-rank run of the demo recipe (its random teacher had kept the old demo width and the run exited 70)
+    "scaling": (["--ranks", "1", "--steps", "6", "--warmup", "2", "--repeats", "1"], {"1": 1}),
 }
 
 
