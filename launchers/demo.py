@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,15 +26,26 @@ from distsnn.train.run_dir import read_config  # noqa: E402
 RUNS = ("demo_ann", "demo_baseline", "demo_sscl")  # the run names the three demo recipes set
 
 
-def launch(config: str, ranks: int, out: str, extra: list[str]) -> None:
+def launch(config: str, ranks: int, out: str, extra: list[str]) -> float:
+    """Runs one recipe with ``ranks`` CPU ranks through the ``deepspeed`` launcher; returns its wall time in s."""
     cmd = [*deepspeed_command(), "--master_port", str(free_port()), "--num_gpus", str(ranks), "launchers/train.py", "--config", config,
            "--set", f"run.out_dir={out}", *extra]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))
     print(f"\n$ {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
     rc = subprocess.call(cmd, cwd=ROOT, env=env)
     if rc != 0:
         sys.exit(f"demo: {config} exited with code {rc}")
+    return time.perf_counter() - start
+
+
+def run_all(ranks: int, out: Path) -> dict[str, float]:
+    """Trains the teacher, the baseline and the SSCL student (guided by that teacher) in turn under ``out``;
+    returns run name -> wall time in s."""
+    teacher = out / "demo_ann" / "model.safetensors"
+    extras = {"demo_ann": [], "demo_baseline": [], "demo_sscl": ["--set", f"teacher.weights={teacher}"]}
+    return {name: launch(f"{name}.yaml", ranks, str(out), extras[name]) for name in RUNS}
 
 
 def last_eval(run_dir: Path) -> dict:
@@ -77,16 +89,15 @@ def main() -> None:
     p.add_argument("--out", default="runs")
     args = p.parse_args()
     out = Path(args.out).resolve()
-    launch("demo_ann.yaml", args.ranks, str(out), [])
-    launch("demo_baseline.yaml", args.ranks, str(out), [])
-    teacher = out / "demo_ann" / "model.safetensors"
-    launch("demo_sscl.yaml", args.ranks, str(out), ["--set", f"teacher.weights={teacher}"])
+    seconds = run_all(args.ranks, out)
     ann, base, sscl = (last_eval(out / name) for name in RUNS)
     T = len(sscl["top1"])
     print(f"\nAnytime accuracy on the digits val split ({sscl['num_samples']} images; prediction at t = mean logits "
           "of steps 1..t):")
     print(table(list(zip(titles(*(read_config(out / name) for name in RUNS)), (ann, base, sscl))), T))
     print(verdict(base, sscl, sscl["num_samples"]))
+    print("Wall time: " + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items())
+          + f"; {sum(seconds.values()) / 60:.1f} min in all")
     print(f"\nRun directories: {out}/demo_ann, {out}/demo_baseline, {out}/demo_sscl (config.yaml, metrics.jsonl, "
           "eval.json, PNG plots, checkpoints, model.safetensors)")
 
