@@ -71,6 +71,7 @@ TASK_SCALE = {"full": 1.0, "hard": 0.25}
 STARTUP_S = 15.0
 CKA_S = 8.0
 MIN_PAIRS = 3  # fewer paired seeds than this: "not yet run"
+TIE_TOLERANCE = 1e-9  # paired differences closer than this are equal (one image count from different pairs differs in ulps)
 
 
 # ---- the plan -----------------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def verdict(diffs: list[float], level: float = 0.95, min_n: int = MIN_PAIRS, cla
     n = len(diffs)
     if n < min_n:
         return f"not yet run (n={n})"
-    if statistics.pstdev(diffs) == 0:
+    if max(diffs) - min(diffs) < TIE_TOLERANCE:
         return f"not resolvable at this scale (the {n} differences are equal: no spread, the t-interval is degenerate)"
     _, lo, hi = paired_ci(diffs, level)
     if lo > 0:

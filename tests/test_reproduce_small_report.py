@@ -38,6 +38,10 @@ def test_verdict_rule():
     assert rs.verdict([]) == "not yet run (n=0)"
     # four seeds tied at one val-image step: a zero-width t-interval is not evidence
     assert rs.verdict([100 / 359 * 2] * 4).startswith("not resolvable at this scale (the 4 differences are equal")
+    # the same two-image difference from different accuracy pairs differs in the last bits of the floats
+    tied = [100 * (k + 2) / 359 - 100 * k / 359 for k in (320, 325, 336, 347)]
+    assert len(set(tied)) > 1
+    assert rs.verdict(tied).startswith("not resolvable at this scale (the 4 differences are equal")
     assert rs.verdict([1.0, 1.2, 0.9], claimed=False) == "**above 0**"
     assert rs.verdict([-1.0, -1.2, -0.9], claimed=False) == "**below 0**"
 
